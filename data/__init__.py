@@ -1,0 +1,5 @@
+"""Problem sets, answer extraction and grading."""
+
+from .problem import Problem
+
+__all__ = ["Problem"]

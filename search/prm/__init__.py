@@ -1,0 +1,1 @@
+"""Process reward models: one adapter per model family, each with its exact input format."""

@@ -1,0 +1,1 @@
+"""Online phase: the router artifact, per-problem decisions and the HTTP service (later issues)."""
