@@ -1,8 +1,33 @@
-"""The ``ttsopt`` command."""
+"""The ``ttsopt`` command.
+
+Heavy imports (torch, transformers) happen inside commands, so ``ttsopt --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-app = typer.Typer(help="ttsopt: compute-optimal test-time scaling, per problem.", no_args_is_help=True)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="ttsopt: learn which test-time-scaling strategy is compute-optimal per problem, and route to it.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @app.command()
@@ -11,3 +36,188 @@ def version() -> None:
     from ttsopt import __version__
 
     typer.echo(__version__)
+
+
+@app.command()
+def models() -> None:
+    """List the embedded model presets and PRM families, and whether each preset is installed."""
+    from rich.table import Table
+
+    from ttsopt.search.models import PRESETS, ModelNotInstalledError, preset_gguf_path
+    from ttsopt.search.registry import PRM_FAMILIES
+
+    table = Table(title="policy presets")
+    for col in ("name", "installed", "description"):
+        table.add_column(col)
+    for name, preset in PRESETS.items():
+        try:
+            preset_gguf_path(name)
+            ok = "yes"
+        except ModelNotInstalledError:
+            ok = "no"
+        table.add_row(name, ok, preset.description)
+    con = _console()
+    con.print(table)
+    con.print("PRM families: " + ", ".join(PRM_FAMILIES) + "   (e.g. --prm calc, --prm judge:smollm2-135m)")
+
+
+@app.command()
+def run(
+    policy: str = typer.Option("smollm2-135m", help="policy spec: preset, hf:PATH, FILE.gguf, openai:URL#MODEL, vllm:MODEL"),
+    problems: str = typer.Option("builtin:arith", help="problem source: a .jsonl file, builtin:arith, hf:NAME"),
+    strategy: str = typer.Option("majority", help="cot | majority | best_of_n | beam | dvts"),
+    n: int = typer.Option(8, help="budget N: samples (majority, best_of_n), beams x width (beam), leaves (dvts)"),
+    m: int = typer.Option(4, help="beam width (beam) or expansion per subtree (dvts)"),
+    prm: Optional[str] = typer.Option(None, help="PRM spec: calc, judge:smollm2-135m, math-shepherd:PATH, ..."),
+    agg: str = typer.Option("last", help="step-score aggregation: min | last | avg | prod"),
+    vote: str = typer.Option("prm_vote", help="final answer: majority | prm_max | prm_vote (PRM methods)"),
+    max_depth: int = typer.Option(10, help="step limit for beam search and DVTS"),
+    limit: Optional[int] = typer.Option(None, help="take the first K problems"),
+    per_level: Optional[int] = typer.Option(None, help="builtin:arith only: problems per level"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    temperature: float = typer.Option(0.7, help="sampling temperature"),
+    max_tokens: int = typer.Option(256, help="max generated tokens of a full solution"),
+    batch: int = typer.Option(8, help="problems per search batch (results are written after each batch)"),
+    device: str = typer.Option("cpu", help="torch device for local models"),
+    out: Path = typer.Option(Path("runs/run.jsonl"), help="per-problem results (JSONL, appended batch by batch)"),
+    resume: bool = typer.Option(False, help="skip problems already in --out for this strategy"),
+) -> None:
+    """Run one strategy over a problem set; print accuracy (overall and per level), tokens, FLOPs and wall time."""
+    from ttsopt.search import Strategy
+
+    con = _console()
+    strat = _strategy_or_exit(con, strategy, n=n, m=m, agg=agg, vote=vote, max_depth=max_depth)
+    if strat.uses_prm and not prm:
+        con.print(f"[red]error:[/] strategy {strat.method!r} needs a PRM: pass --prm calc or --prm judge:{policy}")
+        raise typer.Exit(2)
+    from ttsopt.data import load_problems
+    from ttsopt.search.registry import load_policy, load_prm
+    from ttsopt.search.run import run_search
+
+    kwargs = {"per_level": per_level} if per_level else {}
+    probs = load_problems(problems, limit=limit, seed=seed, **kwargs) if problems.startswith("builtin:") else load_problems(problems, limit=limit)
+    done_ids: set[str] = set()
+    if resume and out.exists():
+        done_ids = {r["problem_id"] for r in _read_jsonl(out) if r.get("strategy") == strat.key}
+    todo = [p for p in probs if p.id not in done_ids]
+    con.print(f"{len(probs)} problems from {problems} ({len(done_ids)} already done), strategy {strat.key}")
+    with con.status(f"loading policy {policy} ..."):
+        pol = load_policy(policy, device=device) if _is_local(policy) else load_policy(policy)
+        reward = None
+        if prm and strat.uses_prm:
+            reward = load_prm(prm, device=device) if prm.split(":", 1)[0] != "calc" else load_prm(prm)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=con) as bar, out.open("a") as fh:
+        task = bar.add_task(strat.key, total=len(todo))
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            results = run_search(chunk, strat, pol, reward, seed=seed, temperature=temperature, max_tokens=max_tokens)
+            for prob, res in zip(chunk, results):
+                row = res.to_dict()
+                row.update(policy=policy, prm=prm if strat.uses_prm else None, seed=seed, level=prob.level,
+                           gold=prob.answer, source=prob.source)
+                fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.advance(task, len(chunk))
+    wall = time.perf_counter() - t0
+    rows = [r for r in _read_jsonl(out) if r.get("strategy") == strat.key and r["problem_id"] in {p.id for p in probs}]
+    _print_summary(con, rows, strat.key, wall, out)
+
+
+def _strategy_or_exit(con, method: str, **kw):
+    from ttsopt.search import Strategy
+
+    try:
+        return Strategy(method, **kw)
+    except ValueError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+
+
+def _is_local(spec: str) -> bool:
+    return not (spec.startswith("openai:") or spec.startswith("vllm:"))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open() as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a killed run; the problem is simply redone
+    return rows
+
+
+def _print_summary(con, rows: list[dict], key: str, wall: float, out: Path) -> None:
+    from collections import defaultdict
+
+    from rich.table import Table
+
+    by_level: dict = defaultdict(list)
+    for r in rows:
+        by_level[r.get("level")].append(r)
+    table = Table(title=f"{key}: {len(rows)} problems")
+    for col in ("level", "problems", "accuracy", "policy tokens", "PRM tokens", "FLOPs"):
+        table.add_column(col, justify="right")
+
+    def line(label, rs):
+        acc = sum(bool(r["correct"]) for r in rs) / max(len(rs), 1)
+        pt = sum(r["compute"]["policy_prompt_tokens"] + r["compute"]["policy_generated_tokens"] for r in rs)
+        prm_t = sum(r["compute"]["prm_tokens"] for r in rs)
+        fl = sum(r["compute"]["flops"] for r in rs)
+        table.add_row(str(label), str(len(rs)), f"{acc:.3f}", f"{pt:,}", f"{prm_t:,}", f"{fl:.3g}")
+
+    for level in sorted(by_level, key=lambda x: (x is None, str(x))):
+        line(level, by_level[level])
+    line("all", rows)
+    con.print(table)
+    gen = sum(r["compute"]["policy_generated_tokens"] for r in rows)
+    con.print(f"wall time {wall:.1f} s this run; generated {gen:,} tokens in all; results in {out}")
+
+
+@app.command("prm-eval")
+def prm_eval(
+    prm: str = typer.Option(..., help="PRM spec: calc, judge:smollm2-135m, math-shepherd:PATH, ..."),
+    data: Path = typer.Option(..., help="ProcessBench JSON file (e.g. processbench_gsm8k.json)"),
+    limit: Optional[int] = typer.Option(None, help="first K examples"),
+    threshold: float = typer.Option(0.5, help="a step scoring below this is predicted wrong"),
+    device: str = typer.Option("cpu"),
+    out: Optional[Path] = typer.Option(None, help="write per-example predictions as JSON"),
+) -> None:
+    """ProcessBench: F1 of a PRM at finding the first wrong step (harmonic mean of error and correct accuracy)."""
+    from ttsopt.search.prm.processbench import evaluate_prm, load_processbench
+    from ttsopt.search.registry import load_prm
+
+    con = _console()
+    examples = load_processbench(data, limit=limit)
+    with con.status(f"loading {prm} ..."):
+        reward = load_prm(prm) if prm.split(":", 1)[0] == "calc" else load_prm(prm, device=device)
+    from rich.progress import Progress
+
+    with Progress(console=con) as bar:
+        task = bar.add_task(f"scoring {len(examples)} solutions", total=len(examples))
+        res = evaluate_prm(reward, examples, threshold=threshold, progress=lambda k: bar.advance(task, k))
+    con.print(
+        f"{prm} on {data.name} (n={len(examples)}, threshold {threshold}): F1 {res.f1:.3f}  "
+        f"error-acc {res.error_accuracy:.3f} (n={res.n_error})  correct-acc {res.correct_accuracy:.3f} (n={res.n_correct})"
+    )
+    if getattr(res, "auc", None) is not None:
+        con.print(f"step AUC (good steps before the first error vs the first wrong step): {res.auc:.3f}")
+    if out:
+        out.write_text(json.dumps(res.to_dict() if hasattr(res, "to_dict") else res.__dict__, indent=1, default=str))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
