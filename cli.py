@@ -68,7 +68,8 @@ def run(
     strategy: str = typer.Option("majority", help="cot | majority | best_of_n | beam | dvts"),
     n: int = typer.Option(8, help="budget N: samples (majority, best_of_n), beams x width (beam), leaves (dvts)"),
     m: int = typer.Option(4, help="beam width (beam) or expansion per subtree (dvts)"),
-    prm: Optional[str] = typer.Option(None, help="PRM spec: calc, judge:smollm2-135m, math-shepherd:PATH, ..."),
+    prm: Optional[str] = typer.Option(None, help="PRM spec: calc, judge (the policy's own model), judge:MODEL, math-shepherd:PATH, ..."),
+    pair: Optional[str] = typer.Option(None, help="a named (policy, PRM) pair, e.g. smollm2-135m+calc; sets --policy and --prm"),
     agg: str = typer.Option("last", help="step-score aggregation: min | last | avg | prod"),
     vote: str = typer.Option("prm_vote", help="final answer: majority | prm_max | prm_vote (PRM methods)"),
     max_depth: int = typer.Option(10, help="step limit for beam search and DVTS"),
@@ -86,6 +87,18 @@ def run(
     from ttsopt.search import Strategy
 
     con = _console()
+    if pair:
+        from ttsopt.search.pairs import resolve_pair
+
+        try:
+            policy, prm = resolve_pair(pair).policy, resolve_pair(pair).prm
+        except KeyError as e:
+            con.print(f"[red]error:[/] {e.args[0]}")
+            raise typer.Exit(2)
+    if prm:
+        from ttsopt.search.pairs import resolve_prm_spec
+
+        prm = resolve_prm_spec(prm, policy)
     strat = _strategy_or_exit(con, strategy, n=n, m=m, agg=agg, vote=vote, max_depth=max_depth)
     if strat.uses_prm and not prm:
         con.print(f"[red]error:[/] strategy {strat.method!r} needs a PRM: pass --prm calc or --prm judge:{policy}")

@@ -137,11 +137,23 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+_LOADED: dict[tuple, tuple] = {}
+
+
 def load_causal_lm(spec: str, *, device: str = "cpu", dtype: str = "auto", cache: bool = True):
     """Load (model, tokenizer) for a preset, a local folder, a GGUF file or a cached hub name.
 
     GGUF models are de-quantised once and cached as an HF folder (see module docstring).
+    Loaded models are memoised per process: a policy and a judge PRM built on the same
+    model share one copy of the weights (both only run inference).
     """
+    key = (spec, device, dtype, cache)
+    if key not in _LOADED:
+        _LOADED[key] = _load_causal_lm(spec, device=device, dtype=dtype, cache=cache)
+    return _LOADED[key]
+
+
+def _load_causal_lm(spec: str, *, device: str, dtype: str, cache: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, gguf_file = resolve_model_dir(spec)
