@@ -108,7 +108,11 @@ def run(
     from ttsopt.search.run import run_search
 
     kwargs = {"per_level": per_level} if per_level else {}
-    probs = load_problems(problems, limit=limit, seed=seed, **kwargs) if problems.startswith("builtin:") else load_problems(problems, limit=limit)
+    try:
+        probs = load_problems(problems, limit=limit, seed=seed, **kwargs)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
     done_ids: set[str] = set()
     if resume and out.exists():
         done_ids = {r["problem_id"] for r in _read_jsonl(out) if r.get("strategy") == strat.key}

@@ -1,5 +1,11 @@
-"""Problem sets, answer extraction and grading."""
+"""Problem sets, answer extraction and grading.
 
+Importing this package is cheap: math-verify and sympy load only when a comparison
+needs them (and then in a worker process, see ``grading``).
+"""
+
+from .grading import extract_answer, is_equivalent, normalize_answer
+from .loaders import ProblemFileError, load_problems
 from .problem import Problem
 
-__all__ = ["Problem"]
+__all__ = ["Problem", "ProblemFileError", "load_problems", "extract_answer", "is_equivalent", "normalize_answer"]
