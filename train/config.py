@@ -1,0 +1,193 @@
+"""Sweep configuration: which pairs, problems, strategies, budgets and seeds to run.
+
+A YAML or TOML file, e.g.::
+
+    name: arith-embedded
+    problems: builtin:arith
+    problem_options: {per_level: 20, seed: 0}
+    pairs: [smollm2-135m+calc, smollm2-135m+judge]       # or {policy: ..., prm: ...}
+    methods:
+      cot: {}
+      majority: {}
+      best_of_n: {agg: [last, min], vote: [prm_vote, prm_max, majority]}
+      beam: {m: [4], agg: [last], vote: [prm_vote]}
+      dvts: {m: [4], agg: [last], vote: [prm_vote]}
+    budgets: [1, 2, 4, 8, 16]
+    seeds: [0]
+    n_subsets: 16
+    sampling: {temperature: 0.7, max_tokens: 256, step_max_tokens: 96}
+
+Best-of-N and majority are pooled (one pool of max(budgets) samples per problem);
+beam search and DVTS run at each budget, with the beam width capped at the budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
+from ttsopt.search.strategy import AGGREGATIONS, METHODS, VOTES, Strategy
+
+
+class SweepConfigError(ValueError):
+    """A config file that cannot be run; the message names the file (and line when known)."""
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    problems: str
+    pairs: list[Pair]
+    methods: dict[str, dict[str, list]]
+    budgets: list[int]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    problem_options: dict[str, Any] = field(default_factory=dict)
+    n_subsets: int = 16
+    temperature: float = 0.7
+    max_tokens: int = 256
+    step_max_tokens: int = 96
+    max_depth: int = 8
+    chunk_size: int = 8
+    device: str = "cpu"
+    source: str = "<dict>"
+
+    @property
+    def n_max(self) -> int:
+        return max(self.budgets)
+
+    def pooled_rules(self) -> list[tuple[str, str]]:
+        """(agg, vote) rules evaluated on pools: majority, then each PRM-scored Best-of-N rule.
+
+        Best-of-N with a majority vote ignores the PRM, so it is recorded once, as ``majority``.
+        """
+        bon = self.methods.get("best_of_n")
+        rules: list[tuple[str, str]] = []
+        if "majority" in self.methods or (bon and "majority" in bon.get("vote", [])):
+            rules.append(("last", "majority"))
+        if bon is not None:
+            rules += [(a, v) for a, v in itertools.product(bon.get("agg", ["last"]), bon.get("vote", ["prm_vote"]))
+                      if v != "majority"]
+        return rules
+
+    @staticmethod
+    def pooled_strategy(n: int, agg: str, rule: str) -> Strategy:
+        if rule == "majority":
+            return Strategy("majority", n=n)
+        return Strategy("best_of_n", n=n, agg=agg, vote=rule)
+
+    def tree_strategies(self) -> list[Strategy]:
+        """Beam search and DVTS at every budget (beam width capped at the budget, n a multiple of it)."""
+        out: list[Strategy] = []
+        for method in ("beam", "dvts"):
+            if method not in self.methods:
+                continue
+            g = self.methods[method]
+            for n, m, agg, v in itertools.product(self.budgets, g.get("m", [4]), g.get("agg", ["last"]),
+                                                  g.get("vote", ["prm_vote"])):
+                width = min(m, n)
+                if n % width:
+                    continue
+                s = Strategy(method, n=n, m=width, agg=agg, vote=v, max_depth=self.max_depth)
+                if s not in out:
+                    out.append(s)
+        return out
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise SweepConfigError(f"sweep config not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SweepConfigError(f"{path}: invalid TOML: {e}") from None
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise SweepConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    else:
+        raise SweepConfigError(f"{path}: sweep configs are .yaml, .yml or .toml")
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(raw, source=str(path))
+
+
+_KEYS = {"name", "problems", "problem_options", "pairs", "methods", "budgets", "seeds", "n_subsets",
+         "sampling", "max_depth", "chunk_size", "device"}
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepConfig:
+    def fail(msg: str):
+        raise SweepConfigError(f"{source}: {msg}")
+
+    unknown = set(raw) - _KEYS
+    if unknown:
+        fail(f"unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+    for key in ("problems", "pairs", "methods", "budgets"):
+        if key not in raw:
+            fail(f"missing required key {key!r}")
+    pairs: list[Pair] = []
+    for p in raw["pairs"]:
+        if isinstance(p, str):
+            if p not in PAIRS:
+                fail(f"unknown pair {p!r}; known: {', '.join(PAIRS)} (or write {{policy: ..., prm: ...}})")
+            pairs.append(PAIRS[p])
+        elif isinstance(p, dict) and {"policy", "prm"} <= set(p):
+            pairs.append(Pair(str(p["policy"]), resolve_prm_spec(str(p["prm"]), str(p["policy"]))))
+        else:
+            fail(f"a pair is a name or {{policy: ..., prm: ...}}, got {p!r}")
+    methods: dict[str, dict[str, list]] = {}
+    raw_methods = raw["methods"]
+    if isinstance(raw_methods, list):
+        raw_methods = {m: {} for m in raw_methods}
+    for method, grid in raw_methods.items():
+        if method not in METHODS:
+            fail(f"unknown method {method!r}; expected {', '.join(METHODS)}")
+        grid = dict(grid or {})
+        for k, v in grid.items():
+            if k not in ("m", "agg", "vote"):
+                fail(f"methods.{method}: unknown hyper-parameter {k!r} (m, agg, vote)")
+            grid[k] = v if isinstance(v, list) else [v]
+            allowed = {"agg": AGGREGATIONS, "vote": VOTES}.get(k)
+            for x in grid[k]:
+                if allowed and x not in allowed:
+                    fail(f"methods.{method}.{k}: {x!r} not in {allowed}")
+                if k == "m" and (not isinstance(x, int) or x < 1):
+                    fail(f"methods.{method}.m: {x!r} is not a positive integer")
+        methods[method] = grid
+    budgets = raw["budgets"]
+    if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
+        fail(f"budgets must be positive integers, got {budgets!r}")
+    sampling = dict(raw.get("sampling") or {})
+    bad = set(sampling) - {"temperature", "max_tokens", "step_max_tokens"}
+    if bad:
+        fail(f"sampling: unknown keys {sorted(bad)}")
+    return SweepConfig(
+        name=str(raw.get("name") or Path(source).stem),
+        problems=str(raw["problems"]),
+        problem_options=dict(raw.get("problem_options") or {}),
+        pairs=pairs,
+        methods=methods,
+        budgets=sorted(set(budgets)),
+        seeds=list(raw.get("seeds") or [0]),
+        n_subsets=int(raw.get("n_subsets", 16)),
+        temperature=float(sampling.get("temperature", 0.7)),
+        max_tokens=int(sampling.get("max_tokens", 256)),
+        step_max_tokens=int(sampling.get("step_max_tokens", 96)),
+        max_depth=int(raw.get("max_depth", 8)),
+        chunk_size=int(raw.get("chunk_size", 8)),
+        device=str(raw.get("device", "cpu")),
+        source=source,
+    )

@@ -1,0 +1,196 @@
+"""The outcome store: one row per (policy, PRM, problem, strategy, seed), append-only.
+
+SQLite in WAL mode, because it is in the standard library, a transaction is atomic
+and durable on commit (a ``kill -9`` loses at most the unit in flight, never half of
+it), readers (pandas, a notebook watching the sweep) never block the single writer,
+and primary keys make "none twice" a constraint rather than a hope. DuckDB would do
+the same but adds a dependency and one writer process per file; Parquet shards need
+a manifest to be crash-safe. ``export_parquet`` gives the columnar copy for analysis.
+
+Units of work (a pool of samples, one beam-search run) are written in one
+transaction together with their derived rows, so a restarted sweep finds each unit
+either wholly present or wholly absent and redoes only the absent ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+OUTCOME_COLUMNS = (
+    "policy", "prm", "problem_id", "strategy", "seed",
+    "method", "n", "m", "agg", "vote", "max_depth",
+    "answer", "correct", "n_subsets", "pooled",
+    "policy_prompt_tokens", "policy_generated_tokens", "prm_tokens", "policy_flops", "prm_flops", "flops",
+    "wall_time_s", "level", "source", "candidates", "trace", "created_at",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outcomes (
+    policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, strategy TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    method TEXT NOT NULL, n INTEGER NOT NULL, m INTEGER NOT NULL, agg TEXT, vote TEXT, max_depth INTEGER,
+    answer TEXT, correct REAL NOT NULL, n_subsets INTEGER NOT NULL, pooled INTEGER NOT NULL,
+    policy_prompt_tokens REAL NOT NULL, policy_generated_tokens REAL NOT NULL, prm_tokens REAL NOT NULL,
+    policy_flops REAL NOT NULL, prm_flops REAL NOT NULL, flops REAL NOT NULL, wall_time_s REAL NOT NULL,
+    level TEXT, source TEXT, candidates TEXT, trace TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (policy, prm, problem_id, strategy, seed)
+);
+CREATE TABLE IF NOT EXISTS pools (
+    policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, seed INTEGER NOT NULL,
+    n_max INTEGER NOT NULL, candidates TEXT NOT NULL, compute TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (policy, prm, problem_id, seed)
+);
+CREATE TABLE IF NOT EXISTS problems (
+    problem_id TEXT PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, source TEXT,
+    metadata TEXT
+);
+CREATE TABLE IF NOT EXISTS units (unit TEXT PRIMARY KEY, created_at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutcomeKey:
+    policy: str
+    prm: str
+    problem_id: str
+    strategy: str
+    seed: int
+
+
+class OutcomeStore:
+    """A sweep's results in one SQLite file. Only one process writes (the sweep driver)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed unit survives power loss too, not just a killed process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: outcome store schema {row[0]}, this ttsopt writes {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "OutcomeStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- units ---------------------------------------------------------------------------
+    def has_unit(self, unit: str) -> bool:
+        return self._db.execute("SELECT 1 FROM units WHERE unit=?", (unit,)).fetchone() is not None
+
+    def done_units(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT unit FROM units")}
+
+    def commit_unit(self, unit: str | Sequence[str], outcomes: Sequence[dict[str, Any]] = (),
+                    pools: Sequence[dict[str, Any]] = ()) -> None:
+        """Write a unit's rows and mark it (or several units) done, atomically.
+
+        Writing a done unit again raises ``sqlite3.IntegrityError`` and writes nothing.
+        """
+        now = time.time()
+        units = [unit] if isinstance(unit, str) else list(unit)
+        with self._transaction() as db:
+            for u in units:
+                db.execute("INSERT INTO units VALUES (?, ?)", (u, now))
+            for p in pools:
+                db.execute(
+                    "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p["policy"], p["prm"], p["problem_id"], p["seed"], p["n_max"],
+                     json.dumps(p["candidates"]), json.dumps(p["compute"]), now),
+                )
+            for o in outcomes:
+                row = {**o, "created_at": now}
+                for k in ("candidates", "trace"):
+                    if row.get(k) is not None and not isinstance(row[k], str):
+                        row[k] = json.dumps(row[k])
+                if row.get("level") is not None:
+                    row["level"] = str(row["level"])
+                db.execute(
+                    f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) VALUES ({', '.join('?' * len(OUTCOME_COLUMNS))})",
+                    tuple(row.get(c) for c in OUTCOME_COLUMNS),
+                )
+
+    def add_problems(self, problems: Iterable) -> None:
+        with self._transaction() as db:
+            for p in problems:
+                db.execute(
+                    "INSERT OR IGNORE INTO problems VALUES (?, ?, ?, ?, ?)",
+                    (p.id, p.question, p.answer, p.source, json.dumps(p.metadata, default=str)),
+                )
+
+    # -- reading ---------------------------------------------------------------------------
+    def pool(self, policy: str, prm: str, problem_id: str, seed: int) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT n_max, candidates, compute FROM pools WHERE policy=? AND prm=? AND problem_id=? AND seed=?",
+            (policy, prm, problem_id, seed),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"n_max": row[0], "candidates": json.loads(row[1]), "compute": json.loads(row[2])}
+
+    def count(self, table: str = "outcomes") -> int:
+        if table not in ("outcomes", "pools", "problems", "units"):
+            raise ValueError(f"unknown table {table!r}")
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def outcomes(self, *, with_candidates: bool = False):
+        """All outcome rows as a pandas DataFrame (candidates/trace JSON left out unless asked)."""
+        import pandas as pd
+
+        cols = [c for c in OUTCOME_COLUMNS if with_candidates or c not in ("candidates", "trace")]
+        return pd.read_sql_query(f"SELECT {', '.join(cols)} FROM outcomes ORDER BY rowid", self._db)
+
+    def problems(self):
+        import pandas as pd
+
+        return pd.read_sql_query("SELECT * FROM problems ORDER BY rowid", self._db)
+
+    def export_parquet(self, path: str | Path, *, with_candidates: bool = False) -> Path:
+        """Write the outcome table as Parquet (atomically: temp file, then rename)."""
+        import os
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        self.outcomes(with_candidates=with_candidates).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+
+def read_outcomes(path: str | Path):
+    """Outcome rows of a store (.sqlite) or an exported .parquet file, as a DataFrame."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path)
+    with OutcomeStore(path) as store:
+        return store.outcomes()
