@@ -1,7 +1,9 @@
 """Search strategies and the models (policies, PRMs) they drive."""
 
 from .compute import Compute
+from .registry import load_policy, load_prm
 from .result import Candidate, SearchResult
+from .run import run_search
 from .strategy import Strategy
 from .types import (
     DEFAULT_STEP_DELIMITER,
@@ -16,5 +18,6 @@ from .types import (
 
 __all__ = [
     "Candidate", "Completion", "Compute", "DEFAULT_STEP_DELIMITER", "Generation", "PRM", "Policy",
-    "SamplingParams", "SearchResult", "StepScores", "Strategy", "split_steps",
+    "SamplingParams", "SearchResult", "StepScores", "Strategy", "load_policy", "load_prm", "run_search",
+    "split_steps",
 ]
