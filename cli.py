@@ -200,6 +200,64 @@ def _print_summary(con, rows: list[dict], key: str, wall: float, out: Path) -> N
     con.print(f"wall time {wall:.1f} s this run; generated {gen:,} tokens in all; results in {out}")
 
 
+class _Bars:
+    """Adapter from the sweep's progress protocol to rich bars (one per pair and strategy)."""
+
+    def __init__(self, progress):
+        self.progress, self.tasks = progress, {}
+
+    def start(self, name: str, total: int, done: int = 0) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total, completed=done)
+
+    def advance(self, name: str, k: int) -> None:
+        self.progress.advance(self.tasks[name], k)
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="sweep config (.yaml or .toml), or a preset name: arith-embedded, arith-smoke"),
+    store: Optional[Path] = typer.Option(None, help="outcome store (SQLite); default runs/<name>/outcomes.sqlite"),
+    executor: str = typer.Option("local", help="local | ray (one model-holding actor per GPU)"),
+    num_gpus: float = typer.Option(0, help="ray: GPUs per actor (0 on CPU)"),
+    actors: int = typer.Option(1, help="ray: actors per policy"),
+    limit: Optional[int] = typer.Option(None, help="first K problems only (a quick look)"),
+) -> None:
+    """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
+    from ttsopt.data import load_problems
+    from ttsopt.train.config import SweepConfigError, load_config
+    from ttsopt.train.presets import preset_config_path
+    from ttsopt.train.report import method_budget_matrix
+    from ttsopt.train.store import OutcomeStore
+    from ttsopt.train.sweep import run_sweep
+
+    con = _console()
+    try:
+        cfg = load_config(preset_config_path(str(config)) if not config.exists() else config)
+    except (SweepConfigError, FileNotFoundError) as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    store_path = store or Path("runs") / cfg.name / "outcomes.sqlite"
+    problems = load_problems(cfg.problems, limit=limit, **cfg.problem_options)
+    con.print(f"sweep {cfg.name}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    with OutcomeStore(store_path) as db:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=con) as bar:
+            counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
+                               ray_options={"num_gpus": num_gpus, "actors": actors})
+        df = db.outcomes()
+        parquet = db.export_parquet(store_path.with_suffix(".parquet"))
+    con.print(f"{counts['done']} units run, {counts['skipped']} already in the store; {time.perf_counter() - t0:.1f} s")
+    for pair in cfg.pairs:
+        table = method_budget_matrix(df, policy=pair.policy, prm=pair.prm)
+        if not table.empty:
+            con.print(f"\n[bold]{pair.policy} + {pair.prm}[/]: accuracy by method x budget x difficulty")
+            con.print(table.round(3).to_string())
+    con.print(f"\noutcomes: {store_path} (SQLite) and {parquet} (Parquet)")
+
+
 @app.command("prm-eval")
 def prm_eval(
     prm: str = typer.Option(..., help="PRM spec: calc, judge:smollm2-135m, math-shepherd:PATH, ..."),

@@ -29,7 +29,7 @@ OUTCOME_COLUMNS = (
     "method", "n", "m", "agg", "vote", "max_depth",
     "answer", "correct", "n_subsets", "pooled",
     "policy_prompt_tokens", "policy_generated_tokens", "prm_tokens", "policy_flops", "prm_flops", "flops",
-    "wall_time_s", "level", "source", "candidates", "trace", "created_at",
+    "wall_time_s", "level", "source", "pass_at_1", "difficulty", "candidates", "trace", "created_at",
 )
 
 _SCHEMA = """
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     answer TEXT, correct REAL NOT NULL, n_subsets INTEGER NOT NULL, pooled INTEGER NOT NULL,
     policy_prompt_tokens REAL NOT NULL, policy_generated_tokens REAL NOT NULL, prm_tokens REAL NOT NULL,
     policy_flops REAL NOT NULL, prm_flops REAL NOT NULL, flops REAL NOT NULL, wall_time_s REAL NOT NULL,
-    level TEXT, source TEXT, candidates TEXT, trace TEXT, created_at REAL NOT NULL,
+    level TEXT, source TEXT, pass_at_1 REAL, difficulty TEXT, candidates TEXT, trace TEXT,
+    created_at REAL NOT NULL,
     PRIMARY KEY (policy, prm, problem_id, strategy, seed)
 );
 CREATE TABLE IF NOT EXISTS pools (

@@ -1,0 +1,263 @@
+"""The offline sweep: pooled budgets, the crash-safe store, kill-and-resume."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ttsopt.data import Problem
+from ttsopt.search import Completion, Generation, SamplingParams, StepScores, Strategy
+from ttsopt.search.run import run_search
+from ttsopt.train.config import SweepConfigError, config_from_dict, load_config
+from ttsopt.train.pooled import PoolItem, estimate_budgets, subsets
+from ttsopt.train.store import OutcomeStore
+from ttsopt.train.sweep import ChunkWorker, run_sweep
+
+
+class CoinPolicy:
+    """Each full sample is right with a per-problem probability, else one of three wrong answers.
+
+    Step mode (a stop string given) writes "Step k: 1 + 1 = 2" steps, then the answer.
+    """
+
+    name = "coin"
+    num_parameters = 1000
+
+    def __init__(self, p_right: dict[str, float], gold: dict[str, str]):
+        self.p_right, self.gold = p_right, gold
+
+    def format_prompt(self, question: str) -> str:
+        return f"Q: {question}\nA: "
+
+    def _answer(self, question: str, rng: random.Random) -> str:
+        gold = self.gold[question]
+        return gold if rng.random() < self.p_right[question] else str(int(gold) + rng.choice([1, 2, 3]))
+
+    def generate(self, prompts, params: SamplingParams) -> list[Generation]:
+        out = []
+        for i, prompt in enumerate(prompts):
+            question = prompt.split("\n")[0][3:]
+            rng = random.Random(f"{params.seed}:{i}:{prompt}")
+            comps = []
+            for _ in range(params.n):
+                if params.stop:  # one step at a time
+                    depth = prompt.count("Step ")
+                    if depth < 2:
+                        text = f"Step {depth + 1}: 1 + 1 = 2\n\n"
+                        comps.append(Completion(text, 6, "stop"))
+                    else:
+                        comps.append(Completion(f"The answer is {self._answer(question, rng)}.", 5, "eos"))
+                else:
+                    text = f"Step 1: 1 + 1 = 2\n\nThe answer is {self._answer(question, rng)}."
+                    comps.append(Completion(text, 11, "eos"))
+            out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
+        return out
+
+
+class LengthPRM:
+    """Scores a step by a hash of its text: arbitrary but deterministic."""
+
+    name = "hash"
+    num_parameters = 10
+
+    def score(self, items):
+        return [StepScores([((hash(s) % 97) + 1) / 98 for s in steps], tokens=3 * len(steps)) for _, steps in items]
+
+
+def _problems(k: int) -> tuple[list[Problem], CoinPolicy]:
+    rng = random.Random(0)
+    probs = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i), "test", {"level": 1 + i % 3}) for i in range(k)]
+    policy = CoinPolicy({p.question: rng.choice([0.1, 0.35, 0.6, 0.9]) for p in probs},
+                        {p.question: p.answer for p in probs})
+    return probs, policy
+
+
+def test_subsets_are_seeded_and_the_full_budget_is_the_whole_pool():
+    a = subsets(16, 4, 8, random.Random(1))
+    assert a == subsets(16, 4, 8, random.Random(1))
+    assert all(len(s) == 4 and s == sorted(s) for s in a)
+    assert subsets(16, 16, 8, random.Random(1)) == [list(range(16))]
+    with pytest.raises(ValueError):
+        subsets(4, 5, 1, random.Random(0))
+
+
+def test_pooled_majority_estimate_agrees_with_direct_runs():
+    """Expected majority@4 from one pool of 16 ~ the mean over many direct 4-sample runs."""
+    probs, policy = _problems(30)
+    from ttsopt.search.result import Candidate
+
+    pooled, direct = [], []
+    for p in probs:
+        gen = policy.generate([policy.format_prompt(p.question)], SamplingParams(n=16, seed=7))[0]
+        pool = [PoolItem(Candidate(c.text, [c.text], c.text.rsplit(" ", 1)[1].rstrip(".")), c.tokens) for c in gen.completions]
+        est = estimate_budgets(pool, [4], [("last", "majority")], lambda a, p=p: a == p.answer, n_subsets=64, seed=0)
+        pooled.append(est[0].accuracy)
+    for seed in range(40):
+        results = run_search(probs, Strategy("majority", n=4), policy, seed=seed)
+        direct.append(sum(r.correct for r in results) / len(results))
+    pooled_mean, direct_mean = sum(pooled) / len(pooled), sum(direct) / len(direct)
+    assert abs(pooled_mean - direct_mean) < 0.06, (pooled_mean, direct_mean)
+
+
+def test_pooled_cost_is_the_mean_over_subsets_of_the_candidates_cost():
+    from ttsopt.search.result import Candidate
+
+    pool = [PoolItem(Candidate("x", ["x"], "1", [0.5]), tokens=t, prm_tokens=2 * t) for t in (10, 20, 30, 40)]
+    full = estimate_budgets(pool, [4], [("last", "prm_vote")], lambda a: True)[0]
+    assert full.generated_tokens == 100 and full.prm_tokens == 200 and full.n_subsets == 1
+
+
+CONFIG = {
+    "name": "t", "problems": "builtin:arith", "pairs": [{"policy": "coin", "prm": "hash"}],
+    "methods": {"cot": {}, "majority": {}, "best_of_n": {"vote": ["prm_vote", "prm_max"]},
+                "beam": {"m": [2]}, "dvts": {"m": [2]}},
+    "budgets": [1, 2, 4], "n_subsets": 4, "chunk_size": 4, "max_depth": 4,
+}
+
+
+def _run(tmp_path: Path, name: str, probs, policy, stop_after: int | None = None) -> OutcomeStore:
+    cfg = config_from_dict(CONFIG)
+    store = OutcomeStore(tmp_path / f"{name}.sqlite")
+    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+    if stop_after is not None:
+        original, calls = store.commit_unit, {"n": 0}
+
+        def dying(*a, **kw):
+            if calls["n"] == stop_after:
+                raise KeyboardInterrupt("simulated crash")
+            calls["n"] += 1
+            return original(*a, **kw)
+
+        store.commit_unit = dying
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(cfg, store, probs, workers={"coin": worker})
+        store.commit_unit = original
+    run_sweep(cfg, store, probs, workers={"coin": worker})
+    return store
+
+
+def _rows(store: OutcomeStore) -> list[tuple]:
+    df = store.outcomes(with_candidates=True).drop(columns=["created_at", "wall_time_s"])
+    return sorted(map(tuple, df.astype(str).values.tolist()))
+
+
+def test_sweep_records_every_strategy_budget_and_pair(tmp_path):
+    probs, policy = _problems(6)
+    store = _run(tmp_path, "full", probs, policy)
+    df = store.outcomes()
+    keys = set(df["strategy"])
+    assert "cot" in keys and {"majority:n=1", "majority:n=4"} <= keys
+    assert "best_of_n:n=4,agg=last,vote=prm_max" in keys
+    assert "beam:n=4,m=2,agg=last,vote=prm_vote,depth=4" in keys and "dvts:n=2,m=2,agg=last,vote=prm_vote,depth=4" in keys
+    # one row per (problem, strategy): 1 cot + 3 majority + 6 BoN + 3 beam + 3 dvts
+    assert len(df) == 6 * (1 + 3 + 6 + 3 + 3)
+    assert df["difficulty"].isin(["easy", "medium", "hard"]).all()
+    pooled = df[df["pooled"] == 1]
+    assert ((pooled["correct"] >= 0) & (pooled["correct"] <= 1)).all()
+    # compute grows with the budget for pooled methods
+    maj = df[df["method"] == "majority"].groupby("n")["policy_generated_tokens"].mean()
+    assert maj[1] < maj[2] < maj[4]
+
+
+def test_a_crashed_sweep_resumes_to_exactly_the_rows_of_an_uninterrupted_one(tmp_path):
+    probs, policy = _problems(6)
+    clean = _rows(_run(tmp_path, "clean", probs, policy))
+    for stop_after in (0, 3, 7):
+        resumed = _rows(_run(tmp_path, f"crash{stop_after}", probs, policy, stop_after=stop_after))
+        assert resumed == clean
+
+
+def test_rerunning_a_finished_sweep_does_nothing(tmp_path):
+    probs, policy = _problems(4)
+    store = _run(tmp_path, "s", probs, policy)
+    n = store.count()
+    cfg = config_from_dict(CONFIG)
+    counts = run_sweep(cfg, store, probs, workers={"coin": ChunkWorker(cfg, "coin", ["hash"], policy=policy,
+                                                                       prms={"hash": LengthPRM()})})
+    assert counts["done"] == 0 and counts["skipped"] > 0 and store.count() == n
+
+
+def test_store_refuses_a_unit_twice_and_keeps_nothing_of_it(tmp_path):
+    store = OutcomeStore(tmp_path / "x.sqlite")
+    store.commit_unit("u1", pools=[{"policy": "a", "prm": "", "problem_id": "p", "seed": 0, "n_max": 1,
+                                    "candidates": [], "compute": {}}])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_unit("u1", pools=[{"policy": "a", "prm": "", "problem_id": "q", "seed": 0, "n_max": 1,
+                                        "candidates": [], "compute": {}}])
+    assert store.count("pools") == 1
+
+
+def test_config_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("problems: builtin:arith\npairs: [smollm2-135m+calc\nbudgets: [1]\n")
+    with pytest.raises(SweepConfigError, match=r"bad.yaml:\d+"):
+        load_config(bad)
+    unknown = tmp_path / "u.yaml"
+    unknown.write_text("problems: builtin:arith\npairs: [nope]\nmethods: [cot]\nbudgets: [1]\n")
+    with pytest.raises(SweepConfigError, match="unknown pair 'nope'"):
+        load_config(unknown)
+    toml = tmp_path / "c.toml"
+    toml.write_text('problems = "builtin:arith"\npairs = ["smollm2-135m+calc"]\nbudgets = [1, 4]\n[methods.majority]\n')
+    assert load_config(toml).budgets == [1, 4]
+
+
+SWEEP_YAML = """
+name: killtest
+problems: builtin:arith
+problem_options: {{per_level: 2, seed: 0}}
+pairs: [{{policy: "hf:{model}", prm: calc}}]
+methods:
+  cot: {{}}
+  majority: {{}}
+  best_of_n: {{vote: [prm_vote]}}
+  beam: {{m: [2]}}
+budgets: [1, 2, 4]
+n_subsets: 4
+chunk_size: 2
+max_depth: 3
+sampling: {{temperature: 0.8, max_tokens: 24, step_max_tokens: 8}}
+"""
+
+
+def _units(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_kill_9_and_resume_a_real_sweep(tmp_path, tiny_model_dir):
+    """A real `ttsopt sweep` process (tiny random model, calculator PRM) killed with SIGKILL mid-run."""
+    cfg = tmp_path / "kill.yaml"
+    cfg.write_text(SWEEP_YAML.format(model=tiny_model_dir))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TTSOPT_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "ttsopt.cli", "sweep", str(cfg)]
+    clean_store, killed_store = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
+    subprocess.run([*cmd, "--store", str(clean_store)], env=env, check=True, capture_output=True, timeout=600)
+    total = _units(clean_store)
+    assert total > 4
+
+    proc = subprocess.Popen([*cmd, "--store", str(killed_store)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _units(killed_store) < total // 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < _units(killed_store) < total, "the kill should land mid-sweep"
+    subprocess.run([*cmd, "--store", str(killed_store)], env=env, check=True, capture_output=True, timeout=600)
+
+    with OutcomeStore(clean_store) as a, OutcomeStore(killed_store) as b:
+        assert _rows(a) == _rows(b)
+        assert a.count("pools") == b.count("pools")
