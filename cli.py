@@ -106,6 +106,7 @@ def run(
     from ttsopt.data import load_problems
     from ttsopt.search.registry import load_policy, load_prm
     from ttsopt.search.run import run_search
+    from ttsopt.search.strategies import derive_seed
 
     kwargs = {"per_level": per_level} if per_level else {}
     try:
@@ -132,7 +133,9 @@ def run(
         task = bar.add_task(strat.key, total=len(todo))
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            results = run_search(chunk, strat, pol, reward, seed=seed, temperature=temperature, max_tokens=max_tokens)
+            # each batch draws from its own stream: a resumed run reproduces the same batches
+            results = run_search(chunk, strat, pol, reward, seed=derive_seed(seed, "cli", chunk[0].id),
+                                 temperature=temperature, max_tokens=max_tokens, problem_batch_size=len(chunk))
             for prob, res in zip(chunk, results):
                 row = res.to_dict()
                 row.update(policy=policy, prm=prm if strat.uses_prm else None, seed=seed, level=prob.level,
