@@ -265,7 +265,7 @@ def sweep(
 def prm_eval(
     prm: str = typer.Option(..., help="PRM spec: calc, judge:smollm2-135m, math-shepherd:PATH, ..."),
     data: Path = typer.Option(..., help="ProcessBench JSON file (e.g. processbench_gsm8k.json)"),
-    limit: Optional[int] = typer.Option(None, help="first K examples"),
+    limit: Optional[int] = typer.Option(None, help="K examples: a seeded sample, half correct and half erroneous"),
     threshold: float = typer.Option(0.5, help="a step scoring below this is predicted wrong"),
     device: str = typer.Option("cpu"),
     out: Optional[Path] = typer.Option(None, help="write per-example predictions as JSON"),
@@ -282,15 +282,19 @@ def prm_eval(
 
     with Progress(console=con) as bar:
         task = bar.add_task(f"scoring {len(examples)} solutions", total=len(examples))
-        res = evaluate_prm(reward, examples, threshold=threshold, progress=lambda k: bar.advance(task, k))
+        res = evaluate_prm(reward, examples, threshold=threshold,
+                           progress=lambda done, total: bar.update(task, completed=done))
     con.print(
         f"{prm} on {data.name} (n={len(examples)}, threshold {threshold}): F1 {res.f1:.3f}  "
-        f"error-acc {res.error_accuracy:.3f} (n={res.n_error})  correct-acc {res.correct_accuracy:.3f} (n={res.n_correct})"
+        f"error-acc {res.accuracy_erroneous:.3f} (n={res.n_erroneous})  "
+        f"correct-acc {res.accuracy_correct:.3f} (n={res.n_correct})"
     )
-    if getattr(res, "auc", None) is not None:
-        con.print(f"step AUC (good steps before the first error vs the first wrong step): {res.auc:.3f}")
+    if res.auc is not None:
+        con.print(f"step AUC (steps before the first error vs the first wrong step): {res.auc:.3f}")
     if out:
-        out.write_text(json.dumps(res.to_dict() if hasattr(res, "to_dict") else res.__dict__, indent=1, default=str))
+        from dataclasses import asdict
+
+        out.write_text(json.dumps(asdict(res), indent=1, default=str))
 
 
 def main() -> None:  # pragma: no cover
