@@ -144,9 +144,12 @@ def load_causal_lm(spec: str, *, device: str = "cpu", dtype: str = "auto", cache
     """Load (model, tokenizer) for a preset, a local folder, a GGUF file or a cached hub name.
 
     GGUF models are de-quantised once and cached as an HF folder (see module docstring).
-    Loaded models are memoised per process: a policy and a judge PRM built on the same
-    model share one copy of the weights (both only run inference).
+    Presets are memoised per process: a policy and a judge PRM built on the same preset
+    share one copy of the weights (both only run inference; never mutate them). Folders
+    and files load afresh each time, so a caller may modify what it gets.
     """
+    if spec not in PRESETS:
+        return _load_causal_lm(spec, device=device, dtype=dtype, cache=cache)
     key = (spec, device, dtype, cache)
     if key not in _LOADED:
         _LOADED[key] = _load_causal_lm(spec, device=device, dtype=dtype, cache=cache)

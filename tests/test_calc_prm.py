@@ -195,7 +195,8 @@ HOSTILE = {
 def test_hostile_steps_finish_fast_with_a_bounded_score(prm, name):
     start = time.perf_counter()
     [scores] = prm.score([("q", [HOSTILE[name]])])
-    assert time.perf_counter() - start < 0.5
+    # ~0.2 s on an idle 2-core machine; the bound leaves room for a loaded CI box
+    assert time.perf_counter() - start < 2.0
     assert len(scores.scores) == 1 and 0.0 <= scores.scores[0] <= 1.0
 
 

@@ -209,9 +209,12 @@ def test_eos_ends_a_completion_is_counted_and_not_in_the_text(tiny_model_dir, pr
 
 
 def test_plain_format_end_markers_end_like_eos_and_are_stripped(tiny_model_dir):
-    plain = load_tiny(tiny_model_dir)
-    plain.tokenizer.chat_template = None
-    plain = TransformersPolicy.from_loaded(plain.model, plain.tokenizer)
+    import copy
+
+    loaded = load_tiny(tiny_model_dir)
+    tokenizer = copy.deepcopy(loaded.tokenizer)  # loaded models are shared per process: never mutate them
+    tokenizer.chat_template = None
+    plain = TransformersPolicy.from_loaded(loaded.model, tokenizer)
     assert not plain.prompt_format.chat and "\nQuestion:" in plain.prompt_format.end_markers
     prompt = plain.format_prompt("What is 3 + 4?")
     assert prompt.endswith("Question: What is 3 + 4?\nAnswer:\n") and "<|im_start|>" not in prompt
