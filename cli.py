@@ -224,6 +224,7 @@ def sweep(
     num_gpus: float = typer.Option(0, help="ray: GPUs per actor (0 on CPU)"),
     actors: int = typer.Option(1, help="ray: actors per policy"),
     limit: Optional[int] = typer.Option(None, help="first K problems only (a quick look)"),
+    embeddings: bool = typer.Option(True, help="also embed the problems with MiniLM into features.parquet"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
     from ttsopt.data import load_problems
@@ -231,7 +232,7 @@ def sweep(
     from ttsopt.train.presets import preset_config_path
     from ttsopt.train.report import method_budget_matrix
     from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep
+    from ttsopt.train.sweep import run_sweep, write_problem_features
 
     con = _console()
     try:
@@ -252,13 +253,15 @@ def sweep(
                                ray_options={"num_gpus": num_gpus, "actors": actors})
         df = db.outcomes()
         parquet = db.export_parquet(store_path.with_suffix(".parquet"))
+    with con.status("problem features ..."):
+        features = write_problem_features(problems, store_path.parent, embeddings=embeddings)
     con.print(f"{counts['done']} units run, {counts['skipped']} already in the store; {time.perf_counter() - t0:.1f} s")
     for pair in cfg.pairs:
         table = method_budget_matrix(df, policy=pair.policy, prm=pair.prm)
         if not table.empty:
             con.print(f"\n[bold]{pair.policy} + {pair.prm}[/]: accuracy by method x budget x difficulty")
             con.print(table.round(3).to_string())
-    con.print(f"\noutcomes: {store_path} (SQLite) and {parquet} (Parquet)")
+    con.print(f"\noutcomes: {store_path} (SQLite) and {parquet} (Parquet); problem features: {features}")
 
 
 @app.command("prm-eval")

@@ -261,3 +261,15 @@ def test_kill_9_and_resume_a_real_sweep(tmp_path, tiny_model_dir):
     with OutcomeStore(clean_store) as a, OutcomeStore(killed_store) as b:
         assert _rows(a) == _rows(b)
         assert a.count("pools") == b.count("pools")
+
+
+def test_problem_features_land_next_to_the_store(tmp_path):
+    import pandas as pd
+
+    from ttsopt.train.sweep import write_problem_features
+
+    probs, _ = _problems(3)
+    path = write_problem_features(probs, tmp_path, embeddings=False)
+    frame = pd.read_parquet(path)
+    assert list(frame["problem_id"]) == ["p0", "p1", "p2"]
+    assert any(c.startswith("txt_") for c in frame.columns)

@@ -319,3 +319,32 @@ def _progress_groups(units: Sequence[Unit]) -> dict[str, int]:
     for u in units:
         groups[_group(u)] = groups.get(_group(u), 0) + 1
     return groups
+
+
+def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: bool = True):
+    """Per-problem features next to the store: text statistics, and raw MiniLM embeddings.
+
+    Raw 384-d embeddings are kept (cached under ``out_dir/embeddings``); the PCA that reduces
+    them is fitted on the training split when the selector is trained, so that evaluation
+    problems never shape it. Returns the path of ``features.parquet``.
+    """
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ttsopt.data.features import Embedder, problem_features
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = problem_features(problems)
+    if embeddings:
+        embedder = Embedder.minilm()
+        raw = embedder.embed(problems, cache_dir=out_dir / "embeddings")
+        emb = pd.DataFrame(raw, index=frame.index, columns=[f"raw_emb_{i}" for i in range(raw.shape[1])])
+        frame = pd.concat([frame, emb], axis=1)
+    path = out_dir / "features.parquet"
+    tmp = path.with_name(path.name + ".tmp")
+    frame.reset_index().to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
