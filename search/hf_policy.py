@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from .prompts import PromptFormat, default_format
 from .types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
+
+#: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
+CONTINUATION_CACHE_SIZE = 8192
 
 #: Called after each batch with the number of completions it produced (``tqdm.update`` fits).
 ProgressFn = Callable[[int], None]
@@ -209,6 +213,8 @@ class TransformersPolicy:
         #: at SmolLM2 size, see benchmarks/generation_speed.py --compare-logprobs)
         self.logprobs = logprobs
         self.num_parameters = count_parameters(model)
+        self._continuations: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._last_ids: list[list[int]] = []
         self.prompt_format = prompt_format if prompt_format is not None else default_format(tokenizer)
         self.eos_token_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
@@ -227,7 +233,18 @@ class TransformersPolicy:
         return self.prompt_format.render(question, self.tokenizer)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of a prompt exactly as ``generate`` feeds them (no special tokens added but BOS)."""
+        """Token ids of a prompt exactly as ``generate`` feeds them (no special tokens added but BOS).
+
+        A prompt that is an earlier prompt plus one of its completions (the next step of a
+        tree search) gets the token ids that were actually generated, not a re-tokenisation:
+        SmolLM2 writes a blank line as two "\n" tokens, but the text re-tokenises to one
+        "\n\n" token, the token its few-shot examples use *between* steps, and after it the
+        model copies the example's next step instead of finishing the solution.
+        """
+        cached = self._continuations.get(prompt)
+        if cached is not None:
+            self._continuations.move_to_end(prompt)
+            return list(cached)
         ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         if self._prepend_bos and not prompt.startswith(self.tokenizer.bos_token or "\0"):
             ids = [self.tokenizer.bos_token_id, *ids]
@@ -255,9 +272,11 @@ class TransformersPolicy:
         with self._seeded(params.seed):
             for start in range(0, len(rows_order), self.batch_size):
                 chunk = rows_order[start:start + self.batch_size]
+                self._last_ids = []
                 done = self._generate_batch([encoded[rows[r]] for r in chunk], params)
-                for r, completion in zip(chunk, done):
+                for r, completion, ids in zip(chunk, done, self._last_ids):
                     results[r] = completion
+                    self._remember(prompts[rows[r]], completion.text, encoded[rows[r]], ids)
                 if progress is not None:
                     progress(len(chunk) * (params.n if params.greedy else 1))
         generations = []
@@ -269,6 +288,16 @@ class TransformersPolicy:
                 prompt_tokens=len(encoded[p]), completions=mine, prefill_tokens=copies * len(encoded[p]),
             ))
         return generations
+
+    def _remember(self, prompt: str, completion: str, prompt_ids: list[int], generated: list[int]) -> None:
+        """Keep the ids of prompt + completion when they decode to exactly that completion's text."""
+        if not generated or _decode_batch(self.tokenizer, [generated])[0] != completion:
+            return
+        key = prompt + completion
+        self._continuations[key] = (*prompt_ids, *generated)
+        self._continuations.move_to_end(key)
+        while len(self._continuations) > CONTINUATION_CACHE_SIZE:
+            self._continuations.popitem(last=False)
 
     @contextmanager
     def _seeded(self, seed: int | None):
@@ -349,6 +378,7 @@ class TransformersPolicy:
                     text, reason = (text[:start], "eos") if is_end_marker else (text[:stop_end], "stop")
             out.append(Completion(text=text, tokens=end.tokens, finish_reason=reason,
                                   logprob=logprobs[row] if self.logprobs else None))
+            self._last_ids.append(generated[row][:end.tokens - (end.reason == "eos")])
         return out
 
     def __repr__(self) -> str:

@@ -266,3 +266,17 @@ def test_smollm2_answers_easy_questions_in_well_formed_steps():
             if c.finish_reason == "stop":
                 assert c.text.endswith("\n\n") and "\n\n" not in c.text[:-2]
     assert answered >= 3  # the 2-shot prompt teaches the answer format
+
+
+def test_the_next_step_continues_from_the_generated_tokens_not_a_retokenisation(tiny_model_dir):
+    """prompt + completion is fed back as prompt ids + generated ids: a re-tokenisation can merge
+    tokens at the step boundary (SmolLM2 writes "\\n","\\n" but "\\n\\n" re-tokenises to one token)."""
+    policy = load_tiny(tiny_model_dir)
+    prompt = policy.format_prompt("What is 3 + 4?")
+    gen = policy.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=12, seed=3))[0]
+    for c in gen.completions:
+        if c.finish_reason != "length":
+            continue  # an EOS token is not part of the text, so it cannot be continued
+        ids = policy.encode_prompt(prompt + c.text)
+        assert len(ids) == gen.prompt_tokens + c.tokens
+        assert policy.tokenizer.decode(ids[gen.prompt_tokens:], skip_special_tokens=True) == c.text
