@@ -237,12 +237,13 @@ def _units(path: Path) -> int:
         return 0
 
 
+@pytest.mark.timeout(900)
 def test_kill_9_and_resume_a_real_sweep(tmp_path, tiny_model_dir):
     """A real `ttsopt sweep` process (tiny random model, calculator PRM) killed with SIGKILL mid-run."""
     cfg = tmp_path / "kill.yaml"
     cfg.write_text(SWEEP_YAML.format(model=tiny_model_dir))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TTSOPT_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "ttsopt.cli", "sweep", str(cfg)]
+    cmd = [sys.executable, "-m", "ttsopt.cli", "sweep", str(cfg), "--no-embeddings"]
     clean_store, killed_store = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
     subprocess.run([*cmd, "--store", str(clean_store)], env=env, check=True, capture_output=True, timeout=600)
     total = _units(clean_store)
