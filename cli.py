@@ -91,10 +91,11 @@ def run(
         from ttsopt.search.pairs import resolve_pair
 
         try:
-            policy, prm = resolve_pair(pair).policy, resolve_pair(pair).prm
+            named = resolve_pair(pair)
         except KeyError as e:
             con.print(f"[red]error:[/] {e.args[0]}")
             raise typer.Exit(2)
+        policy, prm = named.policy, named.prm
     if prm:
         from ttsopt.search.pairs import resolve_prm_spec
 

@@ -87,11 +87,12 @@ def _compute_row(c: Compute) -> dict[str, float]:
 
 
 def _base_row(policy: str, prm: str, problem: Problem, strategy: Strategy, seed: int, difficulty: dict) -> dict:
+    p1, label = difficulty.get(problem.id, (None, None))
     return {
         "policy": policy, "prm": prm, "problem_id": problem.id, "strategy": strategy.key, "seed": seed,
         "method": strategy.method, "n": strategy.n, "m": strategy.m, "agg": strategy.agg, "vote": strategy.vote,
         "max_depth": strategy.max_depth, "level": problem.level, "source": problem.source,
-        "pass_at_1": difficulty.get(problem.id, (None, None))[0], "difficulty": difficulty.get(problem.id, (None, None))[1],
+        "pass_at_1": p1, "difficulty": label,
     }
 
 

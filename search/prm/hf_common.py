@@ -53,6 +53,16 @@ EncodeFn = Callable[[str, list[str], int], Encoded]
 ForwardFn = Callable[[Any, Any, list[int], list[int]], Any]
 
 
+def attach(prm, model, tokenizer, *, name: str, batch_size: int, max_length: int, truncation: str) -> None:
+    """Set the attributes every HF PRM adapter shares (model in eval mode, sizes, parameter count)."""
+    check_options(batch_size, max_length, truncation)
+    prm.model = model.eval()
+    prm.tokenizer = tokenizer
+    prm.name = name
+    prm.num_parameters = count_parameters(model)
+    prm.batch_size, prm.max_length, prm.truncation = batch_size, max_length, truncation
+
+
 def check_options(batch_size: int, max_length: int, truncation: str) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from ..types import StepScores
 from .hf_common import (
+    attach,
     Encoded,
     check_options,
     count_parameters,
@@ -77,12 +78,7 @@ class MathShepherdPRM:
 
     def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, step_prefix,
                step_tag, good_token, bad_token) -> None:
-        check_options(batch_size, max_length, truncation)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.num_parameters = count_parameters(model)
-        self.batch_size, self.max_length, self.truncation = batch_size, max_length, truncation
+        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
         self.step_prefix = step_prefix
         self.step_tag = step_tag
         self.step_tag_id = single_token_id(tokenizer, step_tag, what="step tag")

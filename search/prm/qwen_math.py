@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ..types import StepScores
 from .hf_common import (
+    attach,
     Encoded,
     check_options,
     count_parameters,
@@ -106,17 +107,12 @@ class QwenMathPRM:
 
     def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, system_prompt,
                step_separator) -> None:
-        check_options(batch_size, max_length, truncation)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{name}: the Qwen PRM format needs a tokenizer with a chat template")
         num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
         if num_labels != 2:
             raise ValueError(f"{name}: expected a two-label classification head, the model has {num_labels}")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.num_parameters = count_parameters(model)
-        self.batch_size, self.max_length, self.truncation = batch_size, max_length, truncation
+        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
         self.system_prompt = system_prompt
         self.step_separator = step_separator
         ids = tokenizer.encode(step_separator, add_special_tokens=False)

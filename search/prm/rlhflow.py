@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..types import StepScores
 from .hf_common import (
+    attach,
     Encoded,
     check_options,
     count_parameters,
@@ -67,14 +68,9 @@ class RLHFlowPRM:
         return self
 
     def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, good_token, bad_token) -> None:
-        check_options(batch_size, max_length, truncation)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{name}: the RLHFlow format needs a tokenizer with a chat template")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.num_parameters = count_parameters(model)
-        self.batch_size, self.max_length, self.truncation = batch_size, max_length, truncation
+        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
         self.good_token = good_token
         self.candidate_ids = [single_token_id(tokenizer, good_token, what="good token"),
                               single_token_id(tokenizer, bad_token, what="bad token")]

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..types import StepScores
 from .hf_common import (
+    attach,
     Encoded,
     check_options,
     count_parameters,
@@ -153,14 +154,9 @@ class SkyworkPRM:
         return self
 
     def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, step_token) -> None:
-        check_options(batch_size, max_length, truncation)
         if not isinstance(model, ValueHeadModel):
             raise TypeError(f"{name}: expected a ValueHeadModel (base model + v_head), got {type(model).__name__}")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.num_parameters = count_parameters(model)
-        self.batch_size, self.max_length, self.truncation = batch_size, max_length, truncation
+        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
         self.step_token_id = single_token_id(tokenizer, step_token, what="step token")
         # The reference prepends bos_token as text; Qwen2.5 tokenizers may have none.
         self.prompt_prefix = tokenizer.bos_token or ""
