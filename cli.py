@@ -82,6 +82,7 @@ def run(
     device: str = typer.Option("cpu", help="torch device for local models"),
     out: Path = typer.Option(Path("runs/run.jsonl"), help="per-problem results (JSONL, appended batch by batch)"),
     resume: bool = typer.Option(False, help="skip problems already in --out for this strategy"),
+    engine: str = typer.Option("transformers", help="engine for presets and GGUF files: transformers | llamacpp"),
 ) -> None:
     """Run one strategy over a problem set; print accuracy (overall and per level), tokens, FLOPs and wall time."""
     from ttsopt.search import Strategy
@@ -105,9 +106,14 @@ def run(
         con.print(f"[red]error:[/] strategy {strat.method!r} needs a PRM: pass --prm calc or --prm judge:{policy}")
         raise typer.Exit(2)
     from ttsopt.data import load_problems
-    from ttsopt.search.registry import load_policy, load_prm
+    from ttsopt.search.registry import ENGINES, load_policy, load_prm, on_engine
     from ttsopt.search.run import run_search
     from ttsopt.search.strategies import derive_seed
+
+    if engine not in ENGINES:
+        con.print(f"[red]error:[/] --engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise typer.Exit(2)
+    policy, prm = on_engine(policy, engine), (on_engine(prm, engine) if prm else prm)
 
     kwargs = {"per_level": per_level} if per_level else {}
     try:
@@ -226,6 +232,7 @@ def sweep(
     actors: int = typer.Option(1, help="ray: actors per policy"),
     limit: Optional[int] = typer.Option(None, help="first K problems only (a quick look)"),
     embeddings: bool = typer.Option(True, help="also embed the problems with MiniLM into features.parquet"),
+    engine: Optional[str] = typer.Option(None, help="override the config's engine: transformers or llamacpp"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
     from ttsopt.data import load_problems
@@ -233,7 +240,7 @@ def sweep(
     from ttsopt.train.presets import preset_config_path
     from ttsopt.train.report import method_budget_matrix
     from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep, write_problem_features
+    from ttsopt.train.sweep import order_problems, run_sweep, write_problem_features
 
     con = _console()
     try:
@@ -242,8 +249,14 @@ def sweep(
         con.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
     store_path = store or Path("runs") / cfg.name / "outcomes.sqlite"
-    problems = load_problems(cfg.problems, limit=limit, **cfg.problem_options)
-    con.print(f"sweep {cfg.name}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
+    if engine is not None:
+        if engine not in ("transformers", "llamacpp"):
+            con.print(f"[red]error:[/] --engine must be transformers or llamacpp, got {engine!r}")
+            raise typer.Exit(2)
+        cfg.engine = engine
+    # Ordered first, then cut: `--limit K` is the first K problems the full sweep would run.
+    problems = order_problems(load_problems(cfg.problems, **cfg.problem_options), cfg.order)[:limit]
+    con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     t0 = time.perf_counter()

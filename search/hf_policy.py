@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
+from .stopping import first_match
 from .types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -156,19 +157,6 @@ def _hooks(tracker: _Tracker):
             return tracker.see_token(input_ids)
 
     return _RawLogprobs(), _TextStop()
-
-
-def _first_match(text: str, stops: Sequence[str], end_markers: Sequence[str]) -> tuple[int, int, bool] | None:
-    """(start, end, is_end_marker) of the match that completes first; ties go to end markers."""
-    best = None
-    for is_end, group in ((True, end_markers), (False, stops)):
-        for m in group:
-            i = text.find(m)
-            if i >= 0:
-                key = (i + len(m), i, not is_end)
-                if best is None or key < best[0]:
-                    best = (key, (i, i + len(m), is_end))
-    return None if best is None else best[1]
 
 
 class TransformersPolicy:
@@ -369,7 +357,7 @@ class TransformersPolicy:
         for row, (end, text) in enumerate(zip(ends, texts)):
             reason = "eos" if end.reason == "eos" else "length"
             if end.reason == "text":
-                match = _first_match(text, stops, end_markers)
+                match = first_match(text, stops, end_markers)
                 if match is None:  # decoding the window and the whole row disagreed; keep the text
                     log.warning("stop text seen while generating but not in the decoded row: %r", text[-80:])
                     reason = "stop"

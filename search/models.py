@@ -175,6 +175,23 @@ def _load_causal_lm(spec: str, *, device: str, dtype: str, cache: bool):
     return model, tokenizer
 
 
+def load_tokenizer(spec: str):
+    """The HF tokenizer of a model, without its weights (a chat template for another engine).
+
+    A GGUF's de-quantised cache folder is used when it exists; otherwise the tokenizer is
+    read from the GGUF file itself.
+    """
+    from transformers import AutoTokenizer
+
+    folder, gguf_file = resolve_model_dir(spec)
+    if gguf_file is not None:
+        cached = cache_dir() / "hf" / Path(gguf_file).stem
+        if (cached / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(str(cached))
+        return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
 def _dequantise_to(folder: Path, gguf_file: str, target: Path) -> None:
     """Load a GGUF file through transformers and save it as a plain HF folder, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -4,9 +4,13 @@ Imports are lazy so that choosing the OpenAI backend never imports torch, and th
 vLLM backend is imported only on machines that have vLLM.
 
 Policy specs: a preset (``smollm2-135m``, ``gemma3-270m``), ``hf:PATH_OR_NAME``,
-a ``.gguf`` path, ``openai:BASE_URL#MODEL`` or ``vllm:MODEL``.
-PRM specs: ``calc``, ``judge:POLICY_SPEC``, ``math-shepherd:PATH``, ``rlhflow:PATH``,
-``skywork:PATH``, ``qwen-prm:PATH``.
+a ``.gguf`` path (all on transformers), ``llamacpp:PRESET_OR_GGUF`` (llama.cpp),
+``openai:BASE_URL#MODEL`` or ``vllm:MODEL``.
+PRM specs: ``calc``, ``judge:POLICY_SPEC`` (``judge:llamacpp:PRESET_OR_GGUF`` on llama.cpp),
+``math-shepherd:PATH``, ``rlhflow:PATH``, ``skywork:PATH``, ``qwen-prm:PATH``.
+
+An *engine* (``transformers`` or ``llamacpp``) can be chosen for a whole sweep without
+renaming its pairs: :func:`on_engine` rewrites the specs that both engines can run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         from .hf_policy import TransformersPolicy
 
         return TransformersPolicy(rest if kind == "hf" else spec, **kwargs)
+    if kind == "llamacpp":
+        from .llamacpp_policy import LlamaCppPolicy
+
+        kwargs.pop("device", None)  # llama.cpp here is a CPU engine
+        return LlamaCppPolicy(rest, **kwargs)
     if kind == "openai":
         from .openai_policy import OpenAIPolicy
 
@@ -39,8 +48,25 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         return VLLMPolicy(rest, **kwargs)
     raise ValueError(
         f"unknown policy spec {spec!r}; expected a preset ({', '.join(PRESETS)}), hf:PATH, a .gguf file, "
-        "openai:BASE_URL#MODEL or vllm:MODEL"
+        "llamacpp:PRESET_OR_GGUF, openai:BASE_URL#MODEL or vllm:MODEL"
     )
+
+
+ENGINES = ("transformers", "llamacpp")
+
+
+def on_engine(spec: str, engine: str) -> str:
+    """The spec that runs ``spec`` on ``engine``: presets and GGUF files move between
+    transformers and llama.cpp (policies and judges); every other spec is left alone."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "transformers":
+        return spec
+    if spec.startswith("judge:"):
+        return "judge:" + on_engine(spec[len("judge:"):], engine)
+    if spec in PRESETS or spec.endswith(".gguf"):
+        return f"llamacpp:{spec}"
+    return spec
 
 
 def load_prm(spec: str, **kwargs: Any) -> PRM:

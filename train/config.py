@@ -16,6 +16,8 @@ A YAML or TOML file, e.g.::
     seeds: [0]
     n_subsets: 16
     sampling: {temperature: 0.7, max_tokens: 256, step_max_tokens: 96}
+    engine: llamacpp        # optional; transformers by default
+    order: interleave_levels   # optional; chunks mix levels (as_loaded by default)
 
 Best-of-N and majority are pooled (one pool of max(budgets) samples per problem);
 beam search and DVTS run at each budget, with the beam width capped at the budget.
@@ -30,6 +32,9 @@ from typing import Any
 
 from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
 from ttsopt.search.strategy import AGGREGATIONS, METHODS, VOTES, Strategy
+
+
+ORDERS = ("as_loaded", "interleave_levels")
 
 
 class SweepConfigError(ValueError):
@@ -52,6 +57,11 @@ class SweepConfig:
     max_depth: int = 8
     chunk_size: int = 8
     device: str = "cpu"
+    #: "transformers" or "llamacpp": which engine runs the presets (rows keep the pair names)
+    engine: str = "transformers"
+    #: "as_loaded" or "interleave_levels": chunks then mix levels, so a sweep stopped part
+    #: way has rows for every level (chunks run in order)
+    order: str = "as_loaded"
     source: str = "<dict>"
 
     @property
@@ -125,7 +135,7 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 _KEYS = {"name", "problems", "problem_options", "pairs", "methods", "budgets", "seeds", "n_subsets",
-         "sampling", "max_depth", "chunk_size", "device"}
+         "sampling", "max_depth", "chunk_size", "device", "engine", "order"}
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepConfig:
@@ -170,6 +180,12 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
     budgets = raw["budgets"]
     if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
         fail(f"budgets must be positive integers, got {budgets!r}")
+    engine = str(raw.get("engine", "transformers"))
+    if engine not in ("transformers", "llamacpp"):
+        fail(f"engine must be 'transformers' or 'llamacpp', got {engine!r}")
+    order = str(raw.get("order", "as_loaded"))
+    if order not in ORDERS:
+        fail(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     sampling = dict(raw.get("sampling") or {})
     bad = set(sampling) - {"temperature", "max_tokens", "step_max_tokens"}
     if bad:
@@ -189,5 +205,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
         max_depth=int(raw.get("max_depth", 8)),
         chunk_size=int(raw.get("chunk_size", 8)),
         device=str(raw.get("device", "cpu")),
+        engine=engine,
+        order=order,
         source=source,
     )

@@ -56,6 +56,22 @@ class Unit:
         return "|".join([self.kind, self.policy, self.prm, self.strategy, str(self.seed), str(self.chunk)])
 
 
+def order_problems(problems: Sequence[Problem], order: str) -> list[Problem]:
+    """``interleave_levels``: round-robin over levels (first problem of each level, then the
+    second, ...), keeping each level's own order; problems without a level form one group."""
+    if order == "as_loaded":
+        return list(problems)
+    if order != "interleave_levels":
+        raise ValueError(f"unknown problem order {order!r}")
+    groups: dict[object, list[Problem]] = {}
+    for p in problems:
+        groups.setdefault(p.level, []).append(p)
+    out: list[Problem] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
+
+
 def chunks(problems: Sequence[Problem], size: int) -> list[list[Problem]]:
     return [list(problems[i:i + size]) for i in range(0, len(problems), size)]
 
@@ -105,16 +121,19 @@ class ChunkWorker:
 
     def __init__(self, cfg: SweepConfig, policy_spec: str, prm_specs: Sequence[str],
                  policy: Policy | None = None, prms: dict[str, PRM] | None = None):
-        from ttsopt.search.registry import load_policy, load_prm
+        from ttsopt.search.registry import load_policy, load_prm, on_engine
 
         self.cfg = cfg
         self.policy_spec = policy_spec
+        engine = getattr(cfg, "engine", "transformers")
         local = not policy_spec.startswith(("openai:", "vllm:"))
-        self.policy = policy or (load_policy(policy_spec, device=cfg.device) if local else load_policy(policy_spec))
+        self.policy = policy or (load_policy(on_engine(policy_spec, engine), device=cfg.device) if local
+                                 else load_policy(policy_spec))
         self.prms: dict[str, PRM] = dict(prms or {})
         for spec in prm_specs:
             if spec not in self.prms:
-                self.prms[spec] = load_prm(spec) if spec == "calc" else load_prm(spec, device=cfg.device)
+                self.prms[spec] = (load_prm(spec) if spec == "calc"
+                                   else load_prm(on_engine(spec, engine), device=cfg.device))
 
     def run_units(self, problems: Sequence[Problem], units: Sequence[Unit],
                   pool_rows: dict[int, dict] | None = None) -> Iterator[tuple[Unit, list[dict], list[dict]]]:
@@ -128,6 +147,7 @@ class ChunkWorker:
             pid: (row["pass_at_1"], row["difficulty"]) for pid, row in pools.items() if "pass_at_1" in row
         }
         for unit in units:
+            self._reset_caches()
             if unit.kind == "pool":
                 rows = self._pool(problems, unit)
                 for r in rows:
@@ -143,6 +163,14 @@ class ChunkWorker:
                 yield unit, self._tree(problems, unit, difficulty), []
             else:  # pragma: no cover
                 raise AssertionError(unit.kind)
+
+    def _reset_caches(self) -> None:
+        """Start every unit from an empty prefix cache, so a unit recomputed after a crash
+        sees the same engine state (and so the same numerics) as in an uninterrupted run."""
+        for model in (self.policy, *self.prms.values()):
+            reset = getattr(model, "reset_cache", None)
+            if reset is not None:
+                reset()
 
     # -- units ---------------------------------------------------------------------------
     def _pool(self, problems: Sequence[Problem], unit: Unit) -> list[dict]:

@@ -59,6 +59,9 @@ YES_VARIANTS = ("Yes", " Yes", "yes", " yes")
 NO_VARIANTS = ("No", " No", "no", " no")
 
 NO_CONTEXT = "(none)"
+
+#: ``judge:llamacpp:SPEC`` runs the judge on llama.cpp instead of transformers.
+LLAMACPP_PREFIX = "llamacpp:"
 OMITTED_MARKER = "[... earlier steps omitted ...]\n"
 
 
@@ -112,7 +115,13 @@ class JudgePRM:
         prompt: str | None = None,
         chat: bool | None = None,
         name: str | None = None,
+        engine_options: dict | None = None,
     ) -> None:
+        if model.startswith(LLAMACPP_PREFIX):
+            self._setup_llamacpp(model[len(LLAMACPP_PREFIX):], batch_size=batch_size, max_length=max_length,
+                                 prompt=prompt, chat=chat, name=name or f"judge:{model}",
+                                 engine_options=engine_options or {})
+            return
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
         if chat is None and model in PRESETS:
             # A base preset is judged with plain text even if its tokenizer carries a template.
@@ -151,6 +160,7 @@ class JudgePRM:
         self.chat = has_template if chat is None else chat
         self.model = model
         self.tokenizer = tokenizer
+        self.engine = None
         self.batch_size = batch_size
         self.max_length = max_length
         self.name = name
@@ -179,8 +189,14 @@ class JudgePRM:
                 [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
             )
             # The template already holds any BOS the model expects.
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return list(self.tokenizer(body + PLAIN_SUFFIX)["input_ids"])
+            return self._encode(text, special=False)
+        return self._encode(body + PLAIN_SUFFIX, special=True)
+
+    def _encode(self, text: str, *, special: bool) -> list[int]:
+        """Token ids; ``special`` adds what the tokenizer adds by default (BOS)."""
+        if self.engine is not None:
+            return self.engine.tokenize(text, add_bos=special and self.engine.add_bos, special=True)
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def prompt_ids(self, question: str, steps: Sequence[str], k: int) -> list[int]:
         """Token ids of the prompt that judges ``steps[k]``, truncated to ``max_length``."""
@@ -227,7 +243,8 @@ class JudgePRM:
 
     def prompt_text(self, question: str, steps: Sequence[str], k: int) -> str:
         """The prompt for ``steps[k]`` as text (for inspection and tests)."""
-        return self.tokenizer.decode(self.prompt_ids(question, steps, k))
+        ids = self.prompt_ids(question, steps, k)
+        return self.engine.detokenize(ids) if self.engine is not None else self.tokenizer.decode(ids)
 
     # ---- scoring -------------------------------------------------------------
 
@@ -259,6 +276,8 @@ class JudgePRM:
         so every prompt's last real token sits at the final position, and positions are
         counted from each prompt's first real token so padding does not shift them.
         """
+        if self.engine is not None:
+            return self._score_prompts_llamacpp(prompts)
         import torch
 
         order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]), reverse=True)
@@ -287,6 +306,72 @@ class JudgePRM:
                 margin = torch.logsumexp(logits[:, yes], -1) - torch.logsumexp(logits[:, no], -1)
                 for row, value in zip(chunk, torch.sigmoid(margin).tolist()):
                     scores[row] = float(value)
+        return scores
+
+    # ---- llama.cpp -----------------------------------------------------------
+
+    def reset_cache(self) -> None:
+        """Forget cached prompt prefixes (llama.cpp engine only; transformers keeps none)."""
+        if self.engine is not None:
+            self.engine.clear()
+
+    def _setup_llamacpp(self, spec: str, *, batch_size, max_length, prompt, chat, name, engine_options) -> None:
+        """The same judge on llama.cpp: the prompts of a solution's steps share their start
+        (question, earlier steps), and the engine prefills a shared start once."""
+        from ..llamacpp_engine import LlamaCppEngine, resolve_gguf
+        from ..models import load_tokenizer
+
+        options = dict(engine_options)
+        engine = LlamaCppEngine(resolve_gguf(spec, options.pop("requantize", "auto")), **options)
+        if chat is None:
+            chat = PRESETS[spec].chat if spec in PRESETS else False
+        tokenizer = load_tokenizer(spec) if chat else None
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {max_length}")
+        self.prompt = DEFAULT_PROMPT if prompt is None else prompt
+        _check_template(self.prompt)
+        if chat and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat=True needs a tokenizer with a chat template")
+        self.chat = bool(chat)
+        self.model = None
+        self.tokenizer = tokenizer
+        self.engine = engine
+        # prompts per prefill call: each holds a sequence slot and its cells until scored
+        self.batch_size = min(max(batch_size, 64), engine.n_seq_max // 2)
+        self.max_length = max_length
+        self.name = name
+        self.num_parameters = engine.num_parameters
+
+        def single(variants):
+            ids = set()
+            for text in variants:
+                enc = engine.tokenize(text, add_bos=False, special=False)
+                if len(enc) == 1:
+                    ids.add(int(enc[0]))
+            return sorted(ids)
+
+        self.yes_ids, self.no_ids = single(YES_VARIANTS), single(NO_VARIANTS)
+        if not self.yes_ids or not self.no_ids:
+            raise ValueError(f"vocabulary has no single-token verdict: yes {self.yes_ids}, no {self.no_ids}")
+
+    def _score_prompts_llamacpp(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        import numpy as np
+
+        # Sorted, so prompts sharing a start land in the same prefill call.
+        order = sorted(range(len(prompts)), key=lambda j: list(prompts[j]))
+        scores = [0.0] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            slots, logits, _ = self.engine.prefill([prompts[j] for j in chunk])
+            self.engine.release(slots)
+            m = logits.max(axis=1, keepdims=True)
+            e = np.exp(logits - m)
+            yes = e[:, self.yes_ids].sum(axis=1)
+            no = e[:, self.no_ids].sum(axis=1)
+            for j, y, n in zip(chunk, yes.tolist(), no.tolist()):
+                scores[j] = float(y / (y + n)) if y + n > 0 else 0.5
         return scores
 
 

@@ -1,0 +1,262 @@
+"""A policy on llama.cpp: prompts prefilled once, samples and beams forked from shared KV.
+
+The CPU engine for sweeps. Compared with the transformers backend (one padded batch
+through ``generate``, the prompt prefilled once per sample), it
+
+* prefills each distinct prompt once and forks it into its n samples;
+* continues a tree search's kept prefixes from the sequences that produced them (the
+  engine keeps finished sequences resident), so a step reads only its own new tokens;
+* decodes all active sequences of a wave in one ``llama_decode`` per token.
+
+Sampling happens here, in numpy, from llama.cpp's raw logits: temperature, then top-p,
+then one uniform draw per row from a generator seeded by (seed, prompt index, sample
+index), so a row's sample does not depend on how rows were grouped into waves. The
+log-probability reported is the model's own (before temperature), as vLLM reports it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .llamacpp_engine import LlamaCppEngine, resolve_gguf
+from .models import PRESETS
+from .prompts import PromptFormat, chat_format, plain_format
+from .stopping import first_match
+from .types import Completion, Generation, SamplingParams
+
+#: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
+CONTINUATION_CACHE_SIZE = 8192
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class _Row:
+    prompt: int
+    sample: int
+    slot: int
+    rng: np.random.Generator
+    ids: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    logprob: float = 0.0
+    end: str | None = None  # "eos", "text" or "length"
+    tokens: int = 0
+
+
+def sample_rows(logits: np.ndarray, params: SamplingParams, uniforms: np.ndarray) -> np.ndarray:
+    """One token per row: greedy, or temperature + top-p by inverse CDF at ``uniforms``."""
+    if params.greedy:
+        return logits.argmax(axis=1)
+    z = logits / np.float32(params.temperature)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    if params.top_p < 1.0:
+        order = np.argsort(-z, axis=1)
+        sorted_p = np.take_along_axis(z, order, axis=1)
+        cum = np.cumsum(sorted_p, axis=1)
+        total = cum[:, -1:]
+        # keep the smallest head whose mass reaches top_p (always at least one token)
+        keep = (cum - sorted_p) < params.top_p * total
+        sorted_p = np.where(keep, sorted_p, 0.0)
+        cum = np.cumsum(sorted_p, axis=1)
+        pick = (cum < uniforms[:, None] * cum[:, -1:]).sum(axis=1)
+        pick = np.minimum(pick, logits.shape[1] - 1)
+        return order[np.arange(len(order)), pick]
+    cum = np.cumsum(z, axis=1)
+    pick = (cum < uniforms[:, None] * cum[:, -1:]).sum(axis=1)
+    return np.minimum(pick, logits.shape[1] - 1)
+
+
+def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=1)
+    lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
+    return logits[np.arange(len(tokens)), tokens] - lse
+
+
+class LlamaCppPolicy:
+    """The ``Policy`` protocol on llama.cpp (llama-cpp-python), CPU-first.
+
+    ``model`` is a preset name or a ``.gguf`` path (``requantize``: see
+    :func:`~ttsopt.search.llamacpp_engine.resolve_gguf`). ``max_active`` sequences decode
+    together (a wave); more samples than that run in several waves, each reusing the
+    prompt already in the cache. Engine options (``n_ctx``, ``n_seq_max``,
+    ``n_threads``, ``extra_buffers``) go to :class:`LlamaCppEngine`.
+    """
+
+    def __init__(self, model: str, *, prompt_format: PromptFormat | None = None, name: str | None = None,
+                 logprobs: bool = True, max_active: int = 64, engine: LlamaCppEngine | None = None,
+                 requantize: str | None = "auto", **engine_options) -> None:
+        if max_active < 1:
+            raise ValueError(f"max_active must be >= 1, got {max_active}")
+        path = resolve_gguf(model, requantize) if engine is None else engine.path
+        self.engine = engine or LlamaCppEngine(path, **engine_options)
+        if max_active > self.engine.n_seq_max // 2:
+            max_active = max(1, self.engine.n_seq_max // 2)  # leave room for resident prefixes
+        self.name = name or (model if model in PRESETS else path.stem)
+        self.num_parameters = self.engine.num_parameters
+        self.logprobs = logprobs
+        self.max_active = max_active
+        self._tokenizer = None
+        self._spec = model
+        if prompt_format is None:
+            chat = PRESETS[model].chat if model in PRESETS else self._gguf_has_chat_template()
+            prompt_format = chat_format() if chat else plain_format()
+        self.prompt_format = prompt_format
+        self._continuations: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        bos = self.engine.piece(self.engine.bos_id).decode("utf-8", "replace") if self.engine.add_bos else ""
+        self._bos_text = bos
+        #: tokens prefilled and reused over this policy's life (engine-efficiency figures)
+        self.prefill_stats = {"prefilled": 0, "reused": 0}
+
+    def reset_cache(self) -> None:
+        """Forget every cached prefix (KV and continuation ids): the next call starts cold."""
+        self.engine.clear()
+        self._continuations.clear()
+
+    def _gguf_has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def tokenizer(self):
+        """The HF tokenizer, loaded on first use: only a chat template needs it."""
+        if self._tokenizer is None:
+            from .models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self._spec)
+        return self._tokenizer
+
+    def format_prompt(self, question: str) -> str:
+        return self.prompt_format.render(question, self.tokenizer if self.prompt_format.chat else None)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a prompt; a prompt that extends an earlier completion gets the ids
+        that were generated, not a re-tokenisation (see ``TransformersPolicy.encode_prompt``)."""
+        cached = self._continuations.get(prompt)
+        if cached is not None:
+            self._continuations.move_to_end(prompt)
+            return list(cached)
+        add_bos = self.engine.add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
+        return self.engine.tokenize(prompt, add_bos=add_bos, special=True)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams,
+                 progress: ProgressFn | None = None) -> list[Generation]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not a single string")
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        if any(not s for s in params.stop):
+            raise ValueError(f"stop strings must be non-empty, got {params.stop!r}")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty after tokenisation")
+        copies = 1 if params.greedy else params.n
+        # (prompt, first sample, count) pieces packed into waves of at most max_active rows
+        pieces = [(p, j, min(self.max_active, copies - j))
+                  for p in range(len(prompts)) for j in range(0, copies, self.max_active)]
+        waves: list[list[tuple[int, int, int]]] = [[]]
+        for piece in pieces:
+            if sum(c for _, _, c in waves[-1]) + piece[2] > self.max_active:
+                waves.append([])
+            waves[-1].append(piece)
+        results: dict[tuple[int, int], Completion] = {}
+        prefilled = [0] * len(prompts)
+        for wave in waves:
+            rows = self._run_wave(wave, encoded, params, prefilled)
+            for row in rows:
+                results[(row.prompt, row.sample)] = self._finish(row, prompts[row.prompt], encoded[row.prompt], params)
+            if progress is not None:
+                progress(len(rows) * (params.n if params.greedy else 1))
+        out = []
+        for p in range(len(prompts)):
+            mine = [results[(p, j)] for j in range(copies)]
+            if params.greedy:
+                mine = [mine[0]] + [Completion(**vars(mine[0])) for _ in range(params.n - 1)]
+            out.append(Generation(prompt_tokens=len(encoded[p]), completions=mine, prefill_tokens=prefilled[p]))
+        return out
+
+    def _run_wave(self, wave, encoded, params: SamplingParams, prefilled: list[int]) -> list[_Row]:
+        engine = self.engine
+        slots, logits, stats = engine.prefill([encoded[p] for p, _, _ in wave])
+        self.prefill_stats["prefilled"] += stats.prefilled
+        self.prefill_stats["reused"] += stats.reused
+        for (p, _, _), fed in zip(wave, stats.per_request):
+            prefilled[p] += fed
+        rows: list[_Row] = []
+        first_logits_of_row: list[int] = []
+        held = list(slots)
+        for k, ((p, j0, count), slot) in enumerate(zip(wave, slots)):
+            extra = engine.fork(slot, count - 1, keep=held) if count > 1 else []
+            held += extra
+            for j, s in enumerate([slot, *extra]):
+                seed = None if params.seed is None else [params.seed, p, j0 + j]
+                rows.append(_Row(prompt=p, sample=j0 + j, slot=s, rng=np.random.default_rng(seed)))
+                first_logits_of_row.append(k)
+        stops = params.stop
+        markers = (*stops, *self.prompt_format.end_markers)
+        window = 2 * max((len(m.encode()) for m in markers), default=0) + 8
+        current = logits[first_logits_of_row]
+        active = rows
+        try:
+            while active:
+                uniforms = np.array([r.rng.random() for r in active]) if not params.greedy else np.zeros(len(active))
+                tokens = sample_rows(current, params, uniforms)
+                lps = _log_softmax_at(current, tokens) if self.logprobs else None
+                still = []
+                for i, (row, tok) in enumerate(zip(active, tokens.tolist())):
+                    row.tokens += 1
+                    if lps is not None:
+                        row.logprob += float(lps[i])
+                    if engine.is_eog(tok):
+                        row.end = "eos"
+                        continue
+                    row.ids.append(tok)
+                    row.text += engine.piece(tok)
+                    if markers and any(m in bytes(row.text[-window:]).decode("utf-8", "ignore") for m in markers):
+                        row.end = "text"
+                    elif row.tokens >= params.max_tokens:
+                        row.end = "length"
+                    else:
+                        still.append(row)
+                active = still
+                if active:
+                    current = engine.step([r.slot for r in active], [r.ids[-1] for r in active])
+        finally:
+            engine.release(held)
+        return rows
+
+    def _finish(self, row: _Row, prompt: str, prompt_ids: list[int], params: SamplingParams) -> Completion:
+        text = bytes(row.text).decode("utf-8", "replace")
+        reason = "eos" if row.end == "eos" else "length"
+        if row.end == "text":
+            match = first_match(text, params.stop, self.prompt_format.end_markers)
+            if match is None:  # a marker split by invalid UTF-8 bytes; keep the text
+                reason = "stop"
+            else:
+                start, stop_end, is_end_marker = match
+                text, reason = (text[:start], "eos") if is_end_marker else (text[:stop_end], "stop")
+        self._remember(prompt, text, prompt_ids, row.ids)
+        return Completion(text=text, tokens=row.tokens, finish_reason=reason,
+                          logprob=row.logprob if self.logprobs else None)
+
+    def _remember(self, prompt: str, completion: str, prompt_ids: list[int], generated: list[int]) -> None:
+        """Keep the ids of prompt + completion when they decode to exactly that completion's text."""
+        if not generated or self.engine.detokenize(generated) != completion:
+            return
+        key = prompt + completion
+        self._continuations[key] = (*prompt_ids, *generated)
+        self._continuations.move_to_end(key)
+        while len(self._continuations) > CONTINUATION_CACHE_SIZE:
+            self._continuations.popitem(last=False)
+
+    def __repr__(self) -> str:
+        return f"LlamaCppPolicy(name={self.name!r}, params={self.num_parameters:,}, engine={self.engine!r})"
+
+
+__all__ = ["LlamaCppPolicy", "sample_rows"]

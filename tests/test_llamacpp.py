@@ -1,0 +1,207 @@
+"""The llama.cpp engine, policy and judge on the real SmolLM2 GGUF (a PyPI package, no download).
+
+Skipped where llama-cpp-python or the model package is not installed. What is pinned:
+forks and reused prefixes give the logits a cold prefill gives; each distinct prompt is
+prefilled once however many samples it gets; the next step of a search reads only its
+new tokens; the sampler draws from softmax(logits / T) (restricted to the top-p head);
+seeded calls from the same cache state repeat exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from ttsopt.search.models import ModelNotInstalledError  # noqa: E402
+from ttsopt.search.prompts import plain_format  # noqa: E402
+from ttsopt.search.types import SamplingParams  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gguf():
+    from ttsopt.search.llamacpp_engine import resolve_gguf
+
+    try:
+        return resolve_gguf("smollm2-135m")
+    except ModelNotInstalledError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def engine(gguf):
+    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+
+    return LlamaCppEngine(gguf, n_ctx=8192, n_seq_max=32)
+
+
+@pytest.fixture(scope="module")
+def policy(engine):
+    from ttsopt.search.llamacpp_policy import LlamaCppPolicy
+
+    return LlamaCppPolicy("smollm2-135m", engine=engine, prompt_format=plain_format(), max_active=16)
+
+
+def _cold_logits(gguf, ids):
+    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+
+    cold = LlamaCppEngine(gguf, n_ctx=2048, n_seq_max=2)
+    try:
+        _, logits, _ = cold.prefill([ids])
+        return logits[0]
+    finally:
+        cold.close()
+
+
+def _close(a, b):
+    """Same distribution up to quantised-kernel rounding: same argmax, tiny total variation."""
+    pa = np.exp(a - a.max()); pa /= pa.sum()
+    pb = np.exp(b - b.max()); pb /= pb.sum()
+    assert a.argmax() == b.argmax()
+    assert 0.5 * np.abs(pa - pb).sum() < 0.02
+
+
+def test_a_reused_prefix_gives_the_logits_of_a_cold_prefill(engine, gguf):
+    engine.clear()
+    head = engine.tokenize("Question: What is 12 + 30?\nAnswer:\n", add_bos=False)
+    tail = engine.tokenize(" 12 + 30 = 42", add_bos=False)
+    slots, _, first = engine.prefill([head])
+    engine.release(slots)
+    slots, logits, second = engine.prefill([head + tail])
+    engine.release(slots)
+    assert first.per_request == [len(head)]
+    assert second.reused == len(head) and second.per_request == [len(tail)]
+    _close(logits[0], _cold_logits(gguf, head + tail))
+
+
+def test_requests_sharing_a_prefix_in_one_call_prefill_it_once(engine):
+    engine.clear()
+    shared = engine.tokenize("Solve step by step. " * 8, add_bos=False)
+    a = shared + engine.tokenize("What is 2 + 2?", add_bos=False)
+    b = shared + engine.tokenize("What is 9 * 9?", add_bos=False)
+    slots, logits, stats = engine.prefill([a, b])
+    engine.release(slots)
+    assert stats.prefilled < len(a) + len(b) - len(shared) + 4
+    assert stats.reused >= len(shared) - 2
+    assert logits.shape == (2, engine.n_vocab) and not np.allclose(logits[0], logits[1])
+
+
+def test_forked_sequences_decode_like_the_original(engine):
+    engine.clear()
+    ids = engine.tokenize("Question: What is 5 * 6?\nAnswer:\n", add_bos=False)
+    slots, logits, _ = engine.prefill([ids])
+    forks = engine.fork(slots[0], 2)
+    token = int(logits[0].argmax())
+    out = engine.step([slots[0], *forks], [token, token, token])
+    engine.release([slots[0], *forks])
+    _close(out[0], out[1])
+    _close(out[0], out[2])
+
+
+def test_idle_sequences_are_evicted_when_slots_run_out(gguf):
+    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+
+    small = LlamaCppEngine(gguf, n_ctx=1024, n_seq_max=3)
+    try:
+        for k in range(8):  # far more requests than slots, one call at a time
+            slots, _, _ = small.prefill([small.tokenize(f"Question {k}: what is {k} + {k}?", add_bos=False)])
+            small.release(slots)
+        assert small.idle_slots <= 3
+        with pytest.raises(RuntimeError, match="slots"):
+            small.prefill([[1, 2, 3]] * 4)
+    finally:
+        small.close()
+
+
+def test_the_sampler_draws_from_the_tempered_softmax():
+    from ttsopt.search.llamacpp_policy import sample_rows
+
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32))
+    rng = np.random.default_rng(0)
+    draws = 20000
+    rows = np.repeat(logits, draws, axis=0)
+    t = 0.5
+    got = np.bincount(sample_rows(rows, SamplingParams(temperature=t), rng.random(draws)), minlength=4) / draws
+    want = np.array([0.5, 0.3, 0.15, 0.05]) ** (1 / t)
+    want /= want.sum()
+    assert np.abs(got - want).max() < 0.015
+    # top-p 0.7 keeps the smallest head reaching 70% of the mass: tokens 0 and 1, renormalised
+    got = np.bincount(sample_rows(rows, SamplingParams(temperature=1.0, top_p=0.7), rng.random(draws)),
+                      minlength=4) / draws
+    assert got[2] == got[3] == 0
+    assert abs(got[0] - 0.5 / 0.8) < 0.015
+    greedy = sample_rows(rows[:3], SamplingParams(temperature=0), np.zeros(3))
+    assert greedy.tolist() == [0, 0, 0]
+
+
+def test_samples_share_one_prefill_of_their_prompt(policy):
+    policy.reset_cache()
+    prompt = policy.format_prompt("What is 3 + 4?")
+    params = SamplingParams(n=8, max_tokens=24, stop=("\n\n",), seed=3)
+    (gen,) = policy.generate([prompt], params)
+    assert len(gen.completions) == 8
+    assert gen.prefill_tokens == gen.prompt_tokens  # once, not 8 times
+    for c in gen.completions:
+        assert c.finish_reason in ("stop", "eos", "length")
+        assert c.finish_reason != "stop" or c.text.endswith("\n\n")
+        assert c.tokens >= 1 and c.logprob is not None and c.logprob <= 0
+
+
+def test_seeded_calls_from_the_same_cache_state_repeat(policy):
+    prompts = [policy.format_prompt(q) for q in ("What is 6 * 7?", "What is 8 + 5?")]
+    params = SamplingParams(n=6, max_tokens=24, stop=("\n\n",), seed=11)
+    policy.reset_cache()
+    first = [[c.text for c in g.completions] for g in policy.generate(prompts, params)]
+    policy.reset_cache()
+    again = [[c.text for c in g.completions] for g in policy.generate(prompts, params)]
+    assert first == again
+    other = [[c.text for c in g.completions] for g in policy.generate(prompts, params.replace(seed=12))]
+    assert other != first
+
+
+def test_the_next_step_of_a_search_reads_only_its_new_tokens(policy):
+    policy.reset_cache()
+    prompt = policy.format_prompt("A box holds 3 rows of 4 eggs. How many eggs are there?")
+    params = SamplingParams(n=4, max_tokens=32, stop=("\n\n",), seed=5)
+    (step1,) = policy.generate([prompt], params)
+    kept = [prompt + c.text for c in step1.completions if c.finish_reason == "stop"][:2]
+    if not kept:
+        pytest.skip("no completion ended at a step boundary with this seed")
+    nxt = policy.generate(kept, params.replace(n=2))
+    for g in nxt:
+        assert g.prompt_tokens > step1.prompt_tokens
+        assert g.prefill_tokens <= 2  # the last prompt token at most, not the whole prefix
+
+
+def test_greedy_runs_once_and_copies(policy):
+    policy.reset_cache()
+    (gen,) = policy.generate([policy.format_prompt("What is 2 + 2?")], SamplingParams(n=3, temperature=0, max_tokens=16))
+    assert len({c.text for c in gen.completions}) == 1 and len(gen.completions) == 3
+
+
+def test_registry_and_engine_switch():
+    from ttsopt.search.registry import on_engine
+
+    assert on_engine("smollm2-135m", "llamacpp") == "llamacpp:smollm2-135m"
+    assert on_engine("judge:gemma3-270m", "llamacpp") == "judge:llamacpp:gemma3-270m"
+    assert on_engine("calc", "llamacpp") == "calc"
+    assert on_engine("openai:http://x#m", "llamacpp") == "openai:http://x#m"
+    assert on_engine("smollm2-135m", "transformers") == "smollm2-135m"
+    with pytest.raises(ValueError, match="engine"):
+        on_engine("smollm2-135m", "tgi")
+
+
+def test_judge_on_llamacpp_reuses_the_shared_start_of_step_prompts(gguf):
+    from ttsopt.search.prm.judge import JudgePRM
+
+    judge = JudgePRM("llamacpp:smollm2-135m", chat=False, engine_options={"n_ctx": 4096, "n_seq_max": 16})
+    steps = ["12 * 3 = 36\n\n", "36 + 4 = 40\n\n", "The answer is 40."]
+    (scored,) = judge.score([("What is 12 * 3 + 4?", steps)])
+    assert len(scored.scores) == 3 and all(0.0 <= s <= 1.0 for s in scored.scores)
+    assert scored.tokens == sum(len(judge.prompt_ids("What is 12 * 3 + 4?", steps, k)) for k in range(3))
+    assert judge.engine.stats["reused"] > 0  # later steps' prompts start like earlier ones
+    # the reused prefix does not change a verdict: same score from a cold judge
+    judge.reset_cache()
+    alone = judge.score_prompts([judge.prompt_ids("What is 12 * 3 + 4?", steps, 2)])[0]
+    assert abs(alone - scored.scores[2]) < 0.02
