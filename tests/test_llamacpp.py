@@ -205,3 +205,26 @@ def test_judge_on_llamacpp_reuses_the_shared_start_of_step_prompts(gguf):
     judge.reset_cache()
     alone = judge.score_prompts([judge.prompt_ids("What is 12 * 3 + 4?", steps, 2)])[0]
     assert abs(alone - scored.scores[2]) < 0.02
+
+
+@pytest.mark.slow
+def test_llamacpp_and_transformers_agree_on_the_next_token_distribution(engine):
+    """Same GGUF weights, two engines (Q8_0 kernels vs de-quantised bf16 torch): the sampler of
+    either sees nearly the same distribution, so switching engines keeps outputs' distribution."""
+    import torch
+
+    from ttsopt.search.models import load_causal_lm
+
+    model, tok = load_causal_lm("smollm2-135m", dtype="float32")
+    for text in ("Question: What is 7 + 8?\nAnswer:\n", "A box holds 4 rows of 6 eggs. 5 eggs break. So 4 * 6 ="):
+        ids = engine.tokenize(text, add_bos=False)
+        assert ids == tok(text, add_special_tokens=False).input_ids
+        engine.clear()
+        slots, ours, _ = engine.prefill([ids])
+        engine.release(slots)
+        with torch.inference_mode():
+            theirs = model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
+        p = np.exp(ours[0] - ours[0].max()); p /= p.sum()
+        q = np.exp(theirs - theirs.max()); q /= q.sum()
+        assert ours[0].argmax() == theirs.argmax()
+        assert 0.5 * np.abs(p - q).sum() < 0.1

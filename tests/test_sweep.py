@@ -274,3 +274,30 @@ def test_problem_features_land_next_to_the_store(tmp_path):
     frame = pd.read_parquet(path)
     assert list(frame["problem_id"]) == ["p0", "p1", "p2"]
     assert any(c.startswith("txt_") for c in frame.columns)
+
+
+def test_interleaved_order_puts_every_level_in_each_chunk():
+    from ttsopt.data import load_problems
+    from ttsopt.train.sweep import chunks, order_problems
+
+    problems = load_problems("builtin:arith", per_level=4, seed=0)
+    ordered = order_problems(problems, "interleave_levels")
+    assert sorted(p.id for p in ordered) == sorted(p.id for p in problems)
+    for part in chunks(ordered, 5):
+        assert sorted(p.level for p in part) == [1, 2, 3, 4, 5]
+    # each level keeps its own order
+    assert [p.id for p in ordered if p.level == 3] == [p.id for p in problems if p.level == 3]
+    assert order_problems(problems, "as_loaded") == problems
+    with pytest.raises(ValueError, match="order"):
+        order_problems(problems, "random")
+
+
+def test_config_takes_an_engine_and_an_order_and_refuses_unknown_ones():
+    base = {"problems": "builtin:arith", "pairs": ["smollm2-135m+calc"], "methods": ["majority"], "budgets": [1]}
+    cfg = config_from_dict({**base, "engine": "llamacpp", "order": "interleave_levels"})
+    assert (cfg.engine, cfg.order) == ("llamacpp", "interleave_levels")
+    assert (config_from_dict(base).engine, config_from_dict(base).order) == ("transformers", "as_loaded")
+    with pytest.raises(SweepConfigError, match="engine"):
+        config_from_dict({**base, "engine": "tgi"})
+    with pytest.raises(SweepConfigError, match="order"):
+        config_from_dict({**base, "order": "shuffled"})
