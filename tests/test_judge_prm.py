@@ -275,3 +275,20 @@ def test_registry_builds_a_judge_from_a_model_folder(tiny_model_dir):
     assert judge.name == f"judge:{tiny_model_dir}" and judge.batch_size == 4 and judge.chat
     (result,) = judge.score([(QUESTION, STEPS)])
     assert len(result.scores) == 3 and result.tokens > 0
+
+
+def test_verdicts_are_remembered_but_their_tokens_still_counted(tiny_llama, tokenizer):
+    judge = JudgePRM.from_model(tiny_llama, tokenizer, chat=False)
+    steps = ["3 + 4 = 7\n\n", "7 * 2 = 14\n\n", "The answer is 14."]
+    calls = []
+    real = judge.score_prompts
+    judge.score_prompts = lambda prompts: calls.append(len(prompts)) or real(prompts)
+    first = judge.score([("What is (3 + 4) * 2?", steps[:2])])[0]
+    # the next depth of a tree search: the two earlier verdicts come from the memo
+    second = judge.score([("What is (3 + 4) * 2?", steps)])[0]
+    assert calls == [2, 1]
+    assert second.scores[:2] == first.scores
+    assert second.tokens > first.tokens  # every prompt is still charged
+    judge.reset_cache()
+    judge.score([("What is (3 + 4) * 2?", steps)])
+    assert calls == [2, 1, 3]

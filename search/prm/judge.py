@@ -93,6 +93,10 @@ def _number(index: int, text: str) -> str:
     return f"Step {index + 1}: {text}"
 
 
+#: Verdicts remembered per judge (a few MB): more than a sweep chunk's tree search revisits.
+MEMO_SIZE = 200_000
+
+
 class JudgePRM:
     """Scores each step with an instruct or base LM's P(Yes) to "Is this step correct?".
 
@@ -180,6 +184,8 @@ class JudgePRM:
         # materialising all of them would dominate memory.
         self._last_only = "logits_to_keep" in params
 
+    memo_size: int = MEMO_SIZE
+
     # ---- prompts -------------------------------------------------------------
 
     def _render(self, question: str, context: str, step: str) -> list[int]:
@@ -249,25 +255,54 @@ class JudgePRM:
     # ---- scoring -------------------------------------------------------------
 
     def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        """Score every step of every item; all prompts are built first, then batched by length."""
+        """Score every step of every item; all prompts are built first, then batched by length.
+
+        A step's verdict depends only on the question and the steps up to it, so verdicts
+        are remembered (``memo_size`` of them): a tree search re-scores every earlier step of
+        each kept beam at every depth, and those come from the memo. ``StepScores.tokens``
+        still counts every prompt read (the algorithm's PRM cost, as the paper counts it),
+        memo or not, so compute figures do not depend on the engine.
+        """
+        memo = self._memo()
         prompts: list[list[int]] = []
-        owner: list[int] = []
+        keys: list[tuple] = []
+        slots: list[tuple[int, int, tuple]] = []  # (item, step, memo key)
+        pending: set[tuple] = set()
+        out = [StepScores(scores=[], tokens=0) for _ in items]
         for i, (question, steps) in enumerate(items):
             if not isinstance(question, str) or isinstance(steps, str):
                 raise TypeError(f"item {i}: expected (question: str, steps: list[str]), got {type(question).__name__}, "
                                 f"{type(steps).__name__}")
             for k in range(len(steps)):
+                key = (question, tuple(steps[:k + 1]))
+                slots.append((i, k, key))
+                if key in memo or key in pending:
+                    continue
+                pending.add(key)
                 try:
                     prompts.append(self.prompt_ids(question, steps, k))
                 except JudgeInputTooLong as e:
                     raise JudgeInputTooLong(f"item {i}: {e}") from None
-                owner.append(i)
-        flat = self.score_prompts(prompts)
-        out = [StepScores(scores=[], tokens=0) for _ in items]
-        for i, ids, s in zip(owner, prompts, flat):
-            out[i].scores.append(s)
-            out[i].tokens += len(ids)
+                keys.append(key)
+        for key, ids, score in zip(keys, prompts, self.score_prompts(prompts)):
+            memo[key] = (score, len(ids))
+            memo.move_to_end(key)
+        for i, _, key in slots:
+            score, n_tokens = memo[key]
+            memo.move_to_end(key)
+            out[i].scores.append(score)
+            out[i].tokens += n_tokens
+        while len(memo) > self.memo_size:
+            memo.popitem(last=False)
         return out
+
+    def _memo(self):
+        memo = getattr(self, "_verdicts", None)
+        if memo is None:
+            from collections import OrderedDict
+
+            memo = self._verdicts = OrderedDict()
+        return memo
 
     def score_prompts(self, prompts: Sequence[Sequence[int]]) -> list[float]:
         """P(yes)/(P(yes)+P(no)) after each token-id prompt, in order.
@@ -311,7 +346,8 @@ class JudgePRM:
     # ---- llama.cpp -----------------------------------------------------------
 
     def reset_cache(self) -> None:
-        """Forget cached prompt prefixes (llama.cpp engine only; transformers keeps none)."""
+        """Forget remembered verdicts and (llama.cpp) cached prompt prefixes: start cold."""
+        self._memo().clear()
         if self.engine is not None:
             self.engine.clear()
 
