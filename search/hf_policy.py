@@ -159,6 +159,21 @@ def _hooks(tracker: _Tracker):
     return _RawLogprobs(), _TextStop()
 
 
+def _sample_tokens(logits, params: SamplingParams):
+    """Temperature, then top-p (the smallest head reaching ``top_p``), then one draw per row:
+    the warpers ``generate`` applies with this policy's generation config (top_k=0)."""
+    import torch
+
+    scores = logits / params.temperature
+    if params.top_p < 1.0:
+        sorted_scores, idx = torch.sort(scores, descending=False)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cum <= (1 - params.top_p)
+        remove[..., -1] = False
+        scores = scores.masked_fill(remove.scatter(1, idx, remove), float("-inf"))
+    return torch.multinomial(scores.softmax(-1), 1)[:, 0]
+
+
 class TransformersPolicy:
     """The ``Policy`` protocol on top of ``transformers`` ``generate``.
 
@@ -170,27 +185,29 @@ class TransformersPolicy:
 
     def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto",
                  prompt_format: PromptFormat | None = None, batch_size: int = 32,
-                 name: str | None = None, logprobs: bool = True):
+                 name: str | None = None, logprobs: bool = True, shared_prefix: bool = True,
+                 shared_rows: int = 128):
         if not isinstance(model, str):
             raise TypeError(f"model must be a spec string; use TransformersPolicy.from_loaded for objects, got {type(model)}")
         _apply_thread_env()
         with _no_progress_bars():
             hf_model, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
         self._setup(hf_model, tokenizer, name=name or _default_name(model),
-                    prompt_format=prompt_format, batch_size=batch_size, logprobs=logprobs)
+                    prompt_format=prompt_format, batch_size=batch_size, logprobs=logprobs,
+                    shared_prefix=shared_prefix, shared_rows=shared_rows)
 
     @classmethod
     def from_loaded(cls, model, tokenizer, *, name: str = "transformers",
                     prompt_format: PromptFormat | None = None, batch_size: int = 32,
-                    logprobs: bool = True) -> "TransformersPolicy":
+                    logprobs: bool = True, shared_prefix: bool = True, shared_rows: int = 128) -> "TransformersPolicy":
         """Wrap an already-loaded (model, tokenizer); the model is used as is (device, dtype, eval mode)."""
         self = cls.__new__(cls)
         self._setup(model, tokenizer, name=name, prompt_format=prompt_format, batch_size=batch_size,
-                    logprobs=logprobs)
+                    logprobs=logprobs, shared_prefix=shared_prefix, shared_rows=shared_rows)
         return self
 
     def _setup(self, model, tokenizer, *, name: str, prompt_format: PromptFormat | None, batch_size: int,
-               logprobs: bool) -> None:
+               logprobs: bool, shared_prefix: bool = True, shared_rows: int = 128) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -201,6 +218,10 @@ class TransformersPolicy:
         #: at SmolLM2 size, see benchmarks/generation_speed.py --compare-logprobs)
         self.logprobs = logprobs
         self.num_parameters = count_parameters(model)
+        #: sample n > 1 completions per prompt over one shared copy of the prompt's KV
+        #: (search/shared_prefix.py); ``shared_rows`` samples decode together
+        self.shared_prefix = shared_prefix
+        self.shared_rows = shared_rows
         self._continuations: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._last_ids: list[list[int]] = []
         self.prompt_format = prompt_format if prompt_format is not None else default_format(tokenizer)
@@ -253,6 +274,8 @@ class TransformersPolicy:
             if not ids:
                 raise ValueError(f"prompt {i} is empty after tokenisation")
         copies = 1 if params.greedy else params.n
+        if copies > 1 and self.shared_prefix and self._can_share(encoded, params):
+            return self._generate_shared(prompts, encoded, params, progress)
         rows = [p for p in range(len(prompts)) for _ in range(copies)]
         # Longest prompts first, so each batch pads as little as possible.
         rows_order = sorted(range(len(rows)), key=lambda r: -len(encoded[rows[r]]))
@@ -347,12 +370,17 @@ class TransformersPolicy:
                 stopping_criteria=StoppingCriteriaList([criterion]),
             )
         generated = sequences[:, width:].tolist()
-        logprobs = tracker.logprob.tolist()
         # A row nothing stopped ran for every step (max_tokens, or fewer if the context ran out).
         ends = [end or _RowEnd(len(generated[row]), "length") for row, end in enumerate(tracker.ends)]
-        texts = _decode_batch(self.tokenizer, [
-            generated[row][:end.tokens - (end.reason == "eos")] for row, end in enumerate(ends)
-        ])
+        out, ids = self._finish_rows(generated, ends, tracker.logprob.tolist(), stops, end_markers)
+        self._last_ids.extend(ids)
+        return out
+
+    def _finish_rows(self, generated: list[list[int]], ends: list[_RowEnd], logprobs: list[float],
+                     stops: Sequence[str], end_markers: Sequence[str]) -> tuple[list[Completion], list[list[int]]]:
+        """Completions (text cut at the first stop/end marker) and the generated ids behind each."""
+        kept = [generated[row][:end.tokens - (end.reason == "eos")] for row, end in enumerate(ends)]
+        texts = _decode_batch(self.tokenizer, kept)
         out = []
         for row, (end, text) in enumerate(zip(ends, texts)):
             reason = "eos" if end.reason == "eos" else "length"
@@ -366,8 +394,116 @@ class TransformersPolicy:
                     text, reason = (text[:start], "eos") if is_end_marker else (text[:stop_end], "stop")
             out.append(Completion(text=text, tokens=end.tokens, finish_reason=reason,
                                   logprob=logprobs[row] if self.logprobs else None))
-            self._last_ids.append(generated[row][:end.tokens - (end.reason == "eos")])
-        return out
+        return out, kept
+
+    # ---- n samples of a prompt over one shared prefix (search/shared_prefix.py) -------------
+
+    def _can_share(self, encoded: list[list[int]], params: SamplingParams) -> bool:
+        from . import shared_prefix
+
+        return shared_prefix.supports(self.model, max(len(e) for e in encoded), params.max_tokens)
+
+    def _generate_shared(self, prompts: list[str], encoded: list[list[int]], params: SamplingParams,
+                         progress: ProgressFn | None) -> list[Generation]:
+        """Each prompt prefilled once; its n samples decode against that one copy of its KV."""
+        copies = params.n
+        per_batch = max(1, self.shared_rows // copies)
+        order = sorted(range(len(prompts)), key=lambda p: -len(encoded[p]))
+        results: dict[int, list[Completion]] = {}
+        with self._seeded(params.seed):
+            for start in range(0, len(order), per_batch):
+                chunk = order[start:start + per_batch]
+                completions, ids = self._sample_shared([encoded[p] for p in chunk], copies, params)
+                for k, p in enumerate(chunk):
+                    mine = completions[k * copies:(k + 1) * copies]
+                    results[p] = mine
+                    for c, g in zip(mine, ids[k * copies:(k + 1) * copies]):
+                        self._remember(prompts[p], c.text, encoded[p], g)
+                if progress is not None:
+                    progress(len(chunk) * copies)
+        return [Generation(prompt_tokens=len(encoded[p]), completions=results[p], prefill_tokens=len(encoded[p]))
+                for p in range(len(prompts))]
+
+    def _sample_shared(self, prompts: list[list[int]], copies: int, params: SamplingParams):
+        import torch
+
+        from . import shared_prefix as sp
+
+        sp.register()
+        model = self.model
+        device = self.device
+        stops, end_markers = params.stop, self.prompt_format.end_markers
+        markers = (*stops, *end_markers)
+        window = 2 * max((len(m.encode()) for m in markers), default=0) + 8
+        eos = torch.tensor(self.eos_token_ids, device=device)
+        with torch.inference_mode(), _quiet_transformers():
+            keys, values, bias, logits, lengths = sp.prefill(model, prompts, self.pad_token_id)
+            rows = len(prompts) * copies
+            cache = sp.SuffixCache(len(keys), rows, [k.shape[1] for k in keys], [k.shape[-1] for k in keys],
+                                   params.max_tokens, keys[0].dtype, device)
+            ctx = sp.PrefixContext(keys, values, bias, copies, 0)
+            logits = logits.repeat_interleave(copies, 0)
+            pos = lengths.repeat_interleave(copies)
+            live = torch.arange(rows, device=device)  # original row of each current row
+            group_live = list(range(len(prompts)))
+            gen = torch.full((rows, params.max_tokens), self.pad_token_id, dtype=torch.long)
+            ends: list[_RowEnd | None] = [None] * rows
+            logprob = torch.zeros(rows, dtype=torch.float64)
+            width = keys[0].shape[2]
+            previous = model.config._attn_implementation
+            model.config._attn_implementation = sp.ATTENTION_NAME
+            try:
+                for t in range(params.max_tokens):
+                    tok = _sample_tokens(logits, params)
+                    if self.logprobs:
+                        lp = torch.log_softmax(logits, -1).gather(1, tok[:, None])[:, 0].double().cpu()
+                    tok_cpu = tok.cpu()
+                    live_list = live.tolist()
+                    gen[live_list, t] = tok_cpu
+                    is_eos = torch.isin(tok, eos).tolist()
+                    check = []
+                    for i, r in enumerate(live_list):
+                        if ends[r] is not None:
+                            continue
+                        if self.logprobs:
+                            logprob[r] += lp[i]
+                        if is_eos[i]:
+                            ends[r] = _RowEnd(t + 1, "eos")
+                        elif markers:
+                            check.append(r)
+                    if check:
+                        tails = _decode_batch(self.tokenizer, gen[check, max(0, t + 1 - window):t + 1].tolist())
+                        for r, tail in zip(check, tails):
+                            if any(m in tail for m in markers):
+                                ends[r] = _RowEnd(t + 1, "text")
+                    if t + 1 == params.max_tokens:
+                        break
+                    # drop prompts whose samples have all ended
+                    done_groups = [k for k, g in enumerate(group_live)
+                                   if all(ends[g * copies + j] is not None for j in range(copies))]
+                    if len(done_groups) == len(group_live):
+                        break
+                    if done_groups:
+                        keep_g = [k for k in range(len(group_live)) if k not in done_groups]
+                        keep_rows = torch.tensor([k * copies + j for k in keep_g for j in range(copies)], device=device)
+                        kg = torch.tensor(keep_g, device=device)
+                        group_live = [group_live[k] for k in keep_g]
+                        cache.select(keep_rows)
+                        ctx.keys = [k.index_select(0, kg) for k in ctx.keys]
+                        ctx.values = [v.index_select(0, kg) for v in ctx.values]
+                        ctx.bias = ctx.bias.index_select(0, kg)
+                        live, pos, tok = live[keep_rows], pos[keep_rows], tok[keep_rows]
+                    cache.t = t
+                    out = model(input_ids=tok[:, None], position_ids=(pos + t)[:, None],
+                                cache_position=torch.tensor([width + t], device=device), past_key_values=cache,
+                                use_cache=True, logits_to_keep=1, shared_prefix=ctx)
+                    logits = out.logits[:, -1, :].float()
+            finally:
+                model.config._attn_implementation = previous
+        generated = gen.tolist()
+        ends = [e or _RowEnd(params.max_tokens, "length") for e in ends]
+        generated = [g[:e.tokens] for g, e in zip(generated, ends)]
+        return self._finish_rows(generated, ends, logprob.tolist(), stops, end_markers)
 
     def __repr__(self) -> str:
         return f"TransformersPolicy(name={self.name!r}, params={self.num_parameters:,}, device={self.device})"

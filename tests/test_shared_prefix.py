@@ -1,0 +1,123 @@
+"""Sampling n completions over one shared copy of the prompt's KV (transformers backend).
+
+Pinned: with a temperature so low that sampling is argmax, the shared-prefix decoder writes
+exactly what ``generate`` writes greedily (same stops, same token counts, same logprobs) for
+prompts of different lengths batched together; each prompt is prefilled once; seeded calls
+repeat; the attention function equals plain attention over [prefix ; suffix]; and sampled
+first tokens follow softmax(logits / T).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ttsopt.search.types import SamplingParams
+
+from ttsopt.search.hf_policy import TransformersPolicy
+
+QUESTION = "What is 3 + 4?"
+CONTINUATION = "Tom has 5 apples"
+
+
+def load_tiny(model_dir, **kw) -> TransformersPolicy:
+    """The tiny random Llama in float32, with an untied random head so greedy text varies."""
+    policy = TransformersPolicy(str(model_dir), dtype="float32", **kw)
+    head = policy.model.lm_head
+    gen = torch.Generator().manual_seed(1)
+    head.weight = torch.nn.Parameter(torch.randn(head.weight.shape, generator=gen), requires_grad=False)
+    return policy
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    return load_tiny(tiny_model_dir, name="tiny")
+
+
+def _texts(gens):
+    return [[(c.text, c.tokens, c.finish_reason) for c in g.completions] for g in gens]
+
+
+def test_near_zero_temperature_reproduces_greedy_generate(policy):
+    prompts = [policy.format_prompt(QUESTION), CONTINUATION, "Tom has 5 apples and buys 3 more."]
+    cold = SamplingParams(n=3, temperature=1e-6, max_tokens=20, seed=0)
+    policy.shared_prefix = False
+    plain = policy.generate(prompts, cold)
+    policy.shared_prefix = True
+    shared = policy.generate(prompts, cold)
+    assert _texts(shared) == _texts(plain)
+    for gs, gp in zip(shared, plain):
+        assert gs.prefill_tokens == gs.prompt_tokens  # once, not n times
+        assert gp.prefill_tokens == 3 * gp.prompt_tokens
+        for a, b in zip(gs.completions, gp.completions):
+            assert math.isclose(a.logprob, b.logprob, rel_tol=1e-3, abs_tol=1e-3)
+
+
+def test_stop_strings_cut_shared_samples_like_generate(policy):
+    prompts = [CONTINUATION]
+    policy.shared_prefix = False
+    free = policy.generate(prompts, SamplingParams(n=2, temperature=1e-6, max_tokens=20))[0].completions[0].text
+    stop = free[6:8] if len(free) >= 8 and free[6:8].strip() else None
+    if not stop:
+        pytest.skip(f"no usable stop string in {free!r}")
+    params = SamplingParams(n=2, temperature=1e-6, max_tokens=20, stop=(stop,))
+    plain = policy.generate(prompts, params)
+    policy.shared_prefix = True
+    shared = policy.generate(prompts, params)
+    assert _texts(shared) == _texts(plain)
+    assert shared[0].completions[0].finish_reason == "stop" and shared[0].completions[0].text.endswith(stop)
+
+
+def test_seeded_shared_sampling_repeats_and_seeds_differ(policy):
+    prompts = [policy.format_prompt(QUESTION), CONTINUATION]
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=12, seed=7)
+    assert _texts(policy.generate(prompts, params)) == _texts(policy.generate(prompts, params))
+    assert _texts(policy.generate(prompts, params.replace(seed=8))) != _texts(policy.generate(prompts, params))
+
+
+def test_the_attention_function_equals_attention_over_prefix_and_suffix():
+    from ttsopt.search.shared_prefix import PrefixContext, shared_prefix_attention
+
+    torch.manual_seed(0)
+    groups, copies, kv, g, d, width, steps = 2, 3, 2, 2, 8, 5, 4
+    rows, heads = groups * copies, kv * g
+    pk, pv = torch.randn(groups, kv, width, d), torch.randn(groups, kv, width, d)
+    bias = torch.zeros(groups, width)
+    bias[1, :2] = float("-inf")  # the second prompt is left-padded by 2
+    sk, sv = torch.randn(rows, kv, steps, d), torch.randn(rows, kv, steps, d)
+    q = torch.randn(rows, heads, 1, d)
+
+    class Layer:
+        layer_idx = 0
+
+    got, _ = shared_prefix_attention(Layer(), q, sk, sv, None, scaling=d ** -0.5,
+                                     shared_prefix=PrefixContext([pk], [pv], bias, copies, steps))
+    for r in range(rows):
+        grp = r // copies
+        keep = bias[grp] == 0
+        k = torch.cat([pk[grp][:, keep], sk[r]], dim=1).repeat_interleave(g, 0)  # (heads, len, d)
+        v = torch.cat([pv[grp][:, keep], sv[r]], dim=1).repeat_interleave(g, 0)
+        w = torch.softmax(q[r] @ k.transpose(-1, -2) * d ** -0.5, -1)
+        want = (w @ v).transpose(0, 1)  # (1, heads, d)
+        assert torch.allclose(got[r], want, atol=1e-5)
+
+
+def test_first_tokens_follow_the_tempered_softmax(policy):
+    prompt = policy.format_prompt(QUESTION)
+    ids = torch.tensor([policy.encode_prompt(prompt)])
+    with torch.inference_mode():
+        logits = policy.model(input_ids=ids).logits[0, -1].float()
+    t = 1.5
+    probs = torch.softmax(logits / t, -1)
+    top = torch.topk(probs, 3)
+    (gen,) = policy.generate([prompt], SamplingParams(n=2000, temperature=t, max_tokens=1, seed=3))
+    first = [policy.tokenizer.encode(c.text, add_special_tokens=False)[:1] for c in gen.completions]
+    counts = {}
+    for f in first:
+        if f:
+            counts[f[0]] = counts.get(f[0], 0) + 1
+    for token, p in zip(top.indices.tolist(), top.values.tolist()):
+        got = counts.get(token, 0) / len(first)
+        assert abs(got - p) < 4 * math.sqrt(p * (1 - p) / len(first)) + 0.01
