@@ -233,6 +233,9 @@ def sweep(
     limit: Optional[int] = typer.Option(None, help="first K problems only (a quick look)"),
     embeddings: bool = typer.Option(True, help="also embed the problems with MiniLM into features.parquet"),
     engine: Optional[str] = typer.Option(None, help="override the config's engine: transformers or llamacpp"),
+    pairs: Optional[str] = typer.Option(None, help="only these of the config's pairs (comma-separated names); "
+                                        "the rows are the same as in the full sweep, so processes or machines "
+                                        "can split a sweep by pair into one store"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
     from ttsopt.data import load_problems
@@ -254,6 +257,14 @@ def sweep(
             con.print(f"[red]error:[/] --engine must be transformers or llamacpp, got {engine!r}")
             raise typer.Exit(2)
         cfg.engine = engine
+    if pairs:
+        wanted = [p.strip() for p in pairs.split(",") if p.strip()]
+        known = {p.name: p for p in cfg.pairs}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            con.print(f"[red]error:[/] --pairs {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
+            raise typer.Exit(2)
+        cfg.pairs = [known[w] for w in wanted]
     # Ordered first, then cut: `--limit K` is the first K problems the full sweep would run.
     problems = order_problems(load_problems(cfg.problems, **cfg.problem_options), cfg.order)[:limit]
     con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")

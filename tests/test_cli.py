@@ -56,3 +56,11 @@ def test_prm_eval_prints_f1_and_its_parts(shared_data):
 def test_sweep_names_an_unknown_preset():
     result = runner.invoke(app, ["sweep", "no-such-preset"])
     assert result.exit_code == 2 and "arith-embedded" in result.output
+
+
+def test_sweep_refuses_pairs_and_engines_the_config_does_not_have(tmp_path):
+    result = runner.invoke(app, ["sweep", "arith-smoke", "--pairs", "gemma3-270m+judge", "--store",
+                                 str(tmp_path / "s.sqlite"), "--no-embeddings"])
+    assert result.exit_code == 2 and "smollm2-135m+calc" in result.output
+    result = runner.invoke(app, ["sweep", "arith-smoke", "--engine", "tgi", "--store", str(tmp_path / "s.sqlite")])
+    assert result.exit_code == 2 and "engine" in result.output
