@@ -441,7 +441,7 @@ class TransformersPolicy:
             rows = len(prompts) * copies
             cache = sp.SuffixCache(len(keys), rows, [k.shape[1] for k in keys], [k.shape[-1] for k in keys],
                                    params.max_tokens, keys[0].dtype, device)
-            ctx = sp.PrefixContext(keys, values, bias, copies, 0)
+            ctx = sp.PrefixContext(keys, values, bias, [copies] * len(prompts))
             logits = logits.repeat_interleave(copies, 0)
             pos = lengths.repeat_interleave(copies)
             live = torch.arange(rows, device=device)  # original row of each current row
@@ -478,20 +478,23 @@ class TransformersPolicy:
                                 ends[r] = _RowEnd(t + 1, "text")
                     if t + 1 == params.max_tokens:
                         break
-                    # drop prompts whose samples have all ended
-                    done_groups = [k for k, g in enumerate(group_live)
-                                   if all(ends[g * copies + j] is not None for j in range(copies))]
-                    if len(done_groups) == len(group_live):
+                    # drop rows that have ended (and prompts none of whose samples is left)
+                    alive = [i for i, r in enumerate(live.tolist()) if ends[r] is None]
+                    if not alive:
                         break
-                    if done_groups:
-                        keep_g = [k for k in range(len(group_live)) if k not in done_groups]
-                        keep_rows = torch.tensor([k * copies + j for k in keep_g for j in range(copies)], device=device)
-                        kg = torch.tensor(keep_g, device=device)
-                        group_live = [group_live[k] for k in keep_g]
+                    if len(alive) < len(live):
+                        keep_rows = torch.tensor(alive, device=device)
+                        groups_now = (live[keep_rows] // copies).tolist()
+                        kept_groups = sorted(set(groups_now))
+                        counts = [groups_now.count(k) for k in kept_groups]
+                        index = {k: i for i, k in enumerate(group_live)}
+                        kg = torch.tensor([index[k] for k in kept_groups], device=device)
+                        group_live = kept_groups
                         cache.select(keep_rows)
                         ctx.keys = [k.index_select(0, kg) for k in ctx.keys]
                         ctx.values = [v.index_select(0, kg) for v in ctx.values]
                         ctx.bias = ctx.bias.index_select(0, kg)
+                        ctx.counts = counts
                         live, pos, tok = live[keep_rows], pos[keep_rows], tok[keep_rows]
                     cache.t = t
                     out = model(input_ids=tok[:, None], position_ids=(pos + t)[:, None],

@@ -32,8 +32,7 @@ class PrefixContext:
     keys: list  # per layer: (groups, kv_heads, width, head_dim)
     values: list
     bias: object  # (groups, width): 0 on real prompt tokens, -inf on left padding
-    copies: int  # samples per group; rows are group-major
-    steps: int  # suffix positions written so far, including the current one
+    counts: list[int]  # live samples per group; rows are group-major
 
 
 class SuffixCache:
@@ -89,33 +88,51 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     pk, pv = ctx.keys[layer], ctx.values[layer]
     rows, heads, q_len, d = query.shape
     groups, kv_heads, width, _ = pk.shape
-    c, g = ctx.copies, heads // kv_heads
+    g = heads // kv_heads
     if scaling is None:
         scaling = d ** -0.5
     dt = query.dtype
     # Matmuls in the model's dtype (no float copies of the caches: this is memory-bound);
-    # the softmax over the joined scores in float32.
-    qg = query.reshape(groups, c, kv_heads, g * q_len, d).transpose(1, 2).reshape(groups, kv_heads, c * g * q_len, d)
-    s_pre = torch.matmul(qg, pk.transpose(-1, -2)).float() * scaling
-    s_pre = s_pre + ctx.bias[:, None, None, :]
+    # the softmax over the joined scores in float32. Scores are laid out per row as
+    # (rows, kv_heads, g * q_len, positions).
     qs = query.reshape(rows, kv_heads, g * q_len, d)
-    s_suf = torch.matmul(qs, key.transpose(-1, -2)).float() * scaling  # (rows, kv, g*q, s)
+    s_suf = torch.matmul(qs, key.transpose(-1, -2)).float() * scaling
     if q_len > 1:
         s = key.shape[-2]
         causal = torch.ones(q_len, s, dtype=torch.bool, device=query.device).tril(s - q_len)
         s_suf = s_suf.masked_fill(~causal.repeat(g, 1)[None, None], float("-inf"))
-    m_pre = s_pre.amax(-1, keepdim=True)
-    m_pre = m_pre.reshape(groups, kv_heads, c, g * q_len, 1).transpose(1, 2).reshape(rows, kv_heads, g * q_len, 1)
-    m = torch.maximum(m_pre, s_suf.amax(-1, keepdim=True))
-    m_g = m.reshape(groups, c, kv_heads, g * q_len, 1).transpose(1, 2).reshape(groups, kv_heads, c * g * q_len, 1)
-    e_pre = torch.exp(s_pre - m_g)
+    counts = ctx.counts
+    if len(set(counts)) == 1:  # every group as many rows: one batched matmul for all prefixes
+        c = counts[0]
+        qg = qs.reshape(groups, c, kv_heads, g * q_len, d).transpose(1, 2).reshape(groups, kv_heads, c * g * q_len, d)
+        s_pre = torch.matmul(qg, pk.transpose(-1, -2)).float() * scaling + ctx.bias[:, None, None, :]
+        s_pre = s_pre.reshape(groups, kv_heads, c, g * q_len, width).transpose(1, 2).reshape(rows, kv_heads, g * q_len, width)
+    else:  # groups lost rows at different times: one matmul per group
+        parts, start = [], 0
+        for k, c in enumerate(counts):
+            qk = qs[start:start + c].transpose(0, 1).reshape(kv_heads, c * g * q_len, d)
+            sk = torch.matmul(qk, pk[k].transpose(-1, -2)).float() * scaling + ctx.bias[k]
+            parts.append(sk.reshape(kv_heads, c, g * q_len, width).transpose(0, 1))
+            start += c
+        s_pre = torch.cat(parts, 0)
+    m = torch.maximum(s_pre.amax(-1, keepdim=True), s_suf.amax(-1, keepdim=True))
+    e_pre = torch.exp(s_pre - m)
     e_suf = torch.exp(s_suf - m)
-    o_pre = torch.matmul(e_pre.to(dt), pv).float()  # (groups, kv, c*g*q, d)
-    z_pre = e_pre.sum(-1, keepdim=True)
-    o_pre = o_pre.reshape(groups, kv_heads, c, g * q_len, d).transpose(1, 2).reshape(rows, kv_heads, g * q_len, d)
-    z_pre = z_pre.reshape(groups, kv_heads, c, g * q_len, 1).transpose(1, 2).reshape(rows, kv_heads, g * q_len, 1)
+    z = e_pre.sum(-1, keepdim=True) + e_suf.sum(-1, keepdim=True)
     o_suf = torch.matmul(e_suf.to(dt), value).float()
-    out = (o_pre + o_suf) / (z_pre + e_suf.sum(-1, keepdim=True))
+    if len(set(counts)) == 1:
+        c = counts[0]
+        eg = e_pre.to(dt).reshape(groups, c, kv_heads, g * q_len, width).transpose(1, 2)
+        o_pre = torch.matmul(eg.reshape(groups, kv_heads, c * g * q_len, width), pv).float()
+        o_pre = o_pre.reshape(groups, kv_heads, c, g * q_len, d).transpose(1, 2).reshape(rows, kv_heads, g * q_len, d)
+    else:
+        parts, start = [], 0
+        for k, c in enumerate(counts):
+            ek = e_pre[start:start + c].to(dt).transpose(0, 1).reshape(kv_heads, c * g * q_len, width)
+            parts.append(torch.matmul(ek, pv[k]).float().reshape(kv_heads, c, g * q_len, d).transpose(0, 1))
+            start += c
+        o_pre = torch.cat(parts, 0)
+    out = (o_pre + o_suf) / z
     out = out.reshape(rows, kv_heads, g, q_len, d).reshape(rows, heads, q_len, d).transpose(1, 2)
     return out.to(query.dtype).contiguous(), None
 

@@ -77,12 +77,13 @@ def test_seeded_shared_sampling_repeats_and_seeds_differ(policy):
     assert _texts(policy.generate(prompts, params.replace(seed=8))) != _texts(policy.generate(prompts, params))
 
 
-def test_the_attention_function_equals_attention_over_prefix_and_suffix():
+@pytest.mark.parametrize("counts", [[3, 3], [3, 1]], ids=["even groups", "a group that lost rows"])
+def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts):
     from ttsopt.search.shared_prefix import PrefixContext, shared_prefix_attention
 
     torch.manual_seed(0)
-    groups, copies, kv, g, d, width, steps = 2, 3, 2, 2, 8, 5, 4
-    rows, heads = groups * copies, kv * g
+    groups, kv, g, d, width, steps = 2, 2, 2, 8, 5, 4
+    rows, heads = sum(counts), kv * g
     pk, pv = torch.randn(groups, kv, width, d), torch.randn(groups, kv, width, d)
     bias = torch.zeros(groups, width)
     bias[1, :2] = float("-inf")  # the second prompt is left-padded by 2
@@ -93,9 +94,10 @@ def test_the_attention_function_equals_attention_over_prefix_and_suffix():
         layer_idx = 0
 
     got, _ = shared_prefix_attention(Layer(), q, sk, sv, None, scaling=d ** -0.5,
-                                     shared_prefix=PrefixContext([pk], [pv], bias, copies, steps))
+                                     shared_prefix=PrefixContext([pk], [pv], bias, counts))
+    owner = [k for k, c in enumerate(counts) for _ in range(c)]
     for r in range(rows):
-        grp = r // copies
+        grp = owner[r]
         keep = bias[grp] == 0
         k = torch.cat([pk[grp][:, keep], sk[r]], dim=1).repeat_interleave(g, 0)  # (heads, len, d)
         v = torch.cat([pv[grp][:, keep], sv[r]], dim=1).repeat_interleave(g, 0)
