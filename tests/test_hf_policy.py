@@ -92,10 +92,16 @@ def test_chat_prompt_is_rendered_with_the_template_and_tokenised_without_extra_s
 def test_prompt_and_prefill_counts(policy, prompts):
     sampled = policy.generate(prompts, SamplingParams(n=3, temperature=1.0, max_tokens=4))
     greedy_gens = policy.generate(prompts, greedy(4).replace(n=3))
-    for prompt, s, g in zip(prompts, sampled, greedy_gens):
+    policy.shared_prefix = False
+    try:
+        rows = policy.generate(prompts, SamplingParams(n=3, temperature=1.0, max_tokens=4))
+    finally:
+        policy.shared_prefix = True
+    for prompt, s, g, r in zip(prompts, sampled, greedy_gens, rows):
         n_prompt = len(policy.tokenizer(prompt, add_special_tokens=False).input_ids)
-        assert s.prompt_tokens == g.prompt_tokens == n_prompt
-        assert s.prefill_tokens == 3 * n_prompt  # every sample is its own row
+        assert s.prompt_tokens == g.prompt_tokens == r.prompt_tokens == n_prompt
+        assert s.prefill_tokens == n_prompt  # the samples share one prefill of their prompt
+        assert r.prefill_tokens == 3 * n_prompt  # through generate, every sample is its own row
         assert g.prefill_tokens == n_prompt  # greedy is computed once and copied
 
 
