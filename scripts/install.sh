@@ -24,7 +24,7 @@ if [ -z "${TTSOPT_NO_LLAMACPP:-}" ] && ! $PY -c "import llama_cpp" 2>/dev/null; 
     args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
     args+=" -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)"
     args+=" -DGGML_BMI2=$(has bmi2) -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AVX512=$(has avx512f)"
-    args+=" -DGGML_AVX512_VBMI=$(has avx512_vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni)"
+    args+=" -DGGML_AVX512_VBMI=$(has avx512vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni)"
     args+=" -DGGML_AVX512_BF16=$(has avx512_bf16) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
     echo "building llama-cpp-python (~6 min on 2 cores) with: $args"
     # --no-cache-dir: a wheel cached from a default (AMX) build would be reused otherwise.

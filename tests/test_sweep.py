@@ -301,3 +301,20 @@ def test_config_takes_an_engine_and_an_order_and_refuses_unknown_ones():
         config_from_dict({**base, "engine": "tgi"})
     with pytest.raises(SweepConfigError, match="order"):
         config_from_dict({**base, "order": "shuffled"})
+
+
+def _open_and_commit(args):
+    path, key = args
+    with OutcomeStore(path) as db:
+        db.commit_unit(key, [], [])
+    return key
+
+
+def test_drivers_of_disjoint_pairs_can_create_and_share_one_store(tmp_path):
+    import multiprocessing as mp
+
+    path = str(tmp_path / "shared.sqlite")
+    with mp.get_context("spawn").Pool(4) as pool:
+        keys = pool.map(_open_and_commit, [(path, f"pool|p{i}|||0|0") for i in range(8)])
+    with OutcomeStore(path) as db:
+        assert set(keys) <= db.done_units() and len(db.done_units()) == 8

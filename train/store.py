@@ -67,14 +67,35 @@ class OutcomeKey:
     seed: int
 
 
+def _enable_wal(db: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch to WAL, waiting out another process that is creating the same file: changing the
+    journal mode needs an exclusive lock, and SQLite's busy timeout does not cover it."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class OutcomeStore:
-    """A sweep's results in one SQLite file. Only one process writes (the sweep driver)."""
+    """A sweep's results in one SQLite file.
+
+    One driver writes per sweep; several drivers may share a store when they run disjoint
+    pairs (``ttsopt sweep --pairs``): each commit is one short transaction, and SQLite's
+    lock (waited on for up to 60 s) orders them.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._db)
         # FULL: a committed unit survives power loss too, not just a killed process.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
