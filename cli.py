@@ -85,8 +85,6 @@ def run(
     engine: str = typer.Option("transformers", help="engine for presets and GGUF files: transformers | llamacpp"),
 ) -> None:
     """Run one strategy over a problem set; print accuracy (overall and per level), tokens, FLOPs and wall time."""
-    from ttsopt.search import Strategy
-
     con = _console()
     if pair:
         from ttsopt.search.pairs import resolve_pair

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,12 @@ from typing import Callable, Sequence
 
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
+from .continuations import ContinuationIds, check_encoded, check_generate_args
 from .stopping import first_match
 from .types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
 
-#: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
-CONTINUATION_CACHE_SIZE = 8192
 
 #: Called after each batch with the number of completions it produced (``tqdm.update`` fits).
 ProgressFn = Callable[[int], None]
@@ -222,7 +220,7 @@ class TransformersPolicy:
         #: (search/shared_prefix.py); ``shared_rows`` samples decode together
         self.shared_prefix = shared_prefix
         self.shared_rows = shared_rows
-        self._continuations: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._continuations = ContinuationIds()
         self._last_ids: list[list[int]] = []
         self.prompt_format = prompt_format if prompt_format is not None else default_format(tokenizer)
         self.eos_token_ids = _eos_ids(model, tokenizer)
@@ -252,8 +250,7 @@ class TransformersPolicy:
         """
         cached = self._continuations.get(prompt)
         if cached is not None:
-            self._continuations.move_to_end(prompt)
-            return list(cached)
+            return cached
         ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         if self._prepend_bos and not prompt.startswith(self.tokenizer.bos_token or "\0"):
             ids = [self.tokenizer.bos_token_id, *ids]
@@ -262,17 +259,11 @@ class TransformersPolicy:
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  progress: ProgressFn | None = None) -> list[Generation]:
         """Sample ``params.n`` completions per prompt; greedy (temperature 0) computes one and copies it."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not a single string")
-        prompts = list(prompts)
+        prompts = check_generate_args(prompts, params)
         if not prompts:
             return []
-        if any(not s for s in params.stop):
-            raise ValueError(f"stop strings must be non-empty, got {params.stop!r}")
         encoded = [self.encode_prompt(p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenisation")
+        check_encoded(encoded)
         copies = 1 if params.greedy else params.n
         if copies > 1 and self.shared_prefix and self._can_share(encoded, params):
             return self._generate_shared(prompts, encoded, params, progress)
@@ -301,14 +292,8 @@ class TransformersPolicy:
         return generations
 
     def _remember(self, prompt: str, completion: str, prompt_ids: list[int], generated: list[int]) -> None:
-        """Keep the ids of prompt + completion when they decode to exactly that completion's text."""
-        if not generated or _decode_batch(self.tokenizer, [generated])[0] != completion:
-            return
-        key = prompt + completion
-        self._continuations[key] = (*prompt_ids, *generated)
-        self._continuations.move_to_end(key)
-        while len(self._continuations) > CONTINUATION_CACHE_SIZE:
-            self._continuations.popitem(last=False)
+        self._continuations.remember(prompt, completion, prompt_ids, generated,
+                                     lambda ids: _decode_batch(self.tokenizer, [ids])[0])
 
     @contextmanager
     def _seeded(self, seed: int | None):

@@ -16,9 +16,7 @@ log-probability reported is the model's own (before temperature), as vLLM report
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -26,11 +24,10 @@ import numpy as np
 from .llamacpp_engine import LlamaCppEngine, resolve_gguf
 from .models import PRESETS
 from .prompts import PromptFormat, chat_format, plain_format
+from .continuations import ContinuationIds, check_encoded, check_generate_args
 from .stopping import first_match
 from .types import Completion, Generation, SamplingParams
 
-#: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
-CONTINUATION_CACHE_SIZE = 8192
 
 ProgressFn = Callable[[int], None]
 
@@ -107,7 +104,7 @@ class LlamaCppPolicy:
             chat = PRESETS[model].chat if model in PRESETS else self._gguf_has_chat_template()
             prompt_format = chat_format() if chat else plain_format()
         self.prompt_format = prompt_format
-        self._continuations: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._continuations = ContinuationIds()
         bos = self.engine.piece(self.engine.bos_id).decode("utf-8", "replace") if self.engine.add_bos else ""
         self._bos_text = bos
         #: tokens prefilled and reused over this policy's life (engine-efficiency figures)
@@ -138,24 +135,17 @@ class LlamaCppPolicy:
         that were generated, not a re-tokenisation (see ``TransformersPolicy.encode_prompt``)."""
         cached = self._continuations.get(prompt)
         if cached is not None:
-            self._continuations.move_to_end(prompt)
-            return list(cached)
+            return cached
         add_bos = self.engine.add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         return self.engine.tokenize(prompt, add_bos=add_bos, special=True)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  progress: ProgressFn | None = None) -> list[Generation]:
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not a single string")
-        prompts = list(prompts)
+        prompts = check_generate_args(prompts, params)
         if not prompts:
             return []
-        if any(not s for s in params.stop):
-            raise ValueError(f"stop strings must be non-empty, got {params.stop!r}")
         encoded = [self.encode_prompt(p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenisation")
+        check_encoded(encoded)
         copies = 1 if params.greedy else params.n
         # (prompt, first sample, count) pieces packed into waves of at most max_active rows
         pieces = [(p, j, min(self.max_active, copies - j))
@@ -246,14 +236,7 @@ class LlamaCppPolicy:
                           logprob=row.logprob if self.logprobs else None)
 
     def _remember(self, prompt: str, completion: str, prompt_ids: list[int], generated: list[int]) -> None:
-        """Keep the ids of prompt + completion when they decode to exactly that completion's text."""
-        if not generated or self.engine.detokenize(generated) != completion:
-            return
-        key = prompt + completion
-        self._continuations[key] = (*prompt_ids, *generated)
-        self._continuations.move_to_end(key)
-        while len(self._continuations) > CONTINUATION_CACHE_SIZE:
-            self._continuations.popitem(last=False)
+        self._continuations.remember(prompt, completion, prompt_ids, generated, self.engine.detokenize)
 
     def __repr__(self) -> str:
         return f"LlamaCppPolicy(name={self.name!r}, params={self.num_parameters:,}, engine={self.engine!r})"

@@ -18,7 +18,6 @@ missing units and ends with exactly the rows of an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,7 +25,6 @@ from ttsopt.data import Problem, is_equivalent
 from ttsopt.data.difficulty import difficulty_bin, pass_at_1
 from ttsopt.search.aggregate import extract
 from ttsopt.search.compute import Compute
-from ttsopt.search.pairs import Pair
 from ttsopt.search.result import Candidate
 from ttsopt.search.run import run_search
 from ttsopt.search.strategies import Ledger, derive_seed
@@ -141,7 +139,6 @@ class ChunkWorker:
 
         ``pool_rows`` maps a chunk's problems to a pool committed earlier (a resumed sweep).
         """
-        cfg = self.cfg
         pools: dict[str, dict] = dict(pool_rows or {})
         difficulty: dict[str, tuple[float, str]] = {
             pid: (row["pass_at_1"], row["difficulty"]) for pid, row in pools.items() if "pass_at_1" in row

@@ -151,13 +151,16 @@ class JudgePRM:
                     chat=chat, name=name)
         return self
 
-    def _setup(self, model, tokenizer, *, batch_size, max_length, prompt, chat, name) -> None:
+    def _check_options(self, batch_size: int, max_length: int, prompt: str | None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {max_length}")
         self.prompt = DEFAULT_PROMPT if prompt is None else prompt
         _check_template(self.prompt)
+
+    def _setup(self, model, tokenizer, *, batch_size, max_length, prompt, chat, name) -> None:
+        self._check_options(batch_size, max_length, prompt)
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat and not has_template:
             raise ValueError("chat=True needs a tokenizer with a chat template")
@@ -362,12 +365,7 @@ class JudgePRM:
         if chat is None:
             chat = PRESETS[spec].chat if spec in PRESETS else False
         tokenizer = load_tokenizer(spec) if chat else None
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {max_length}")
-        self.prompt = DEFAULT_PROMPT if prompt is None else prompt
-        _check_template(self.prompt)
+        self._check_options(batch_size, max_length, prompt)
         if chat and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat=True needs a tokenizer with a chat template")
         self.chat = bool(chat)
