@@ -33,37 +33,67 @@ class PrefixContext:
     values: list
     bias: object  # (groups, width): 0 on real prompt tokens, -inf on left padding
     counts: list[int]  # live samples per group; rows are group-major
+    suffix_bias: object = None  # (rows, suffix length): -inf past a row's own last token, when rows differ
 
 
 class SuffixCache:
-    """Per-sample keys/values of generated tokens, preallocated; the model writes step t."""
+    """Per-sample keys/values of generated tokens in preallocated buffers of ``capacity`` rows.
+
+    Row r writes its next token at ``positions[r]``, so rows admitted at different steps
+    (continuous batching) share one buffer; the attention masks each row's unwritten tail
+    through ``PrefixContext.suffix_bias``. Dropping finished rows compacts the live ones to
+    the front in place, copying only the positions written so far.
+    """
 
     is_compileable = False
 
-    def __init__(self, layers: int, rows: int, kv_heads: list[int], head_dims: list[int], max_len: int,
+    def __init__(self, layers: int, capacity: int, kv_heads: list[int], head_dims: list[int], max_len: int,
                  dtype, device) -> None:
         import torch
 
-        self.keys = [torch.zeros(rows, kv_heads[i], max_len, head_dims[i], dtype=dtype, device=device)
+        # zeros, not empty: a row's masked tail is still read, and -inf + NaN garbage is NaN
+        self.keys = [torch.zeros(capacity, kv_heads[i], max_len, head_dims[i], dtype=dtype, device=device)
                      for i in range(layers)]
         self.values = [torch.zeros_like(k) for k in self.keys]
-        self.t = 0
+        self.capacity = capacity
+        self.max_len = max_len
+        self.rows = 0
+        self.positions = torch.zeros(0, dtype=torch.long, device=device)  # where each row writes next
+        self.length = 0  # positions the next update returns (max position + 1)
+        self.written = 0  # positions holding keys/values in some row
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        q = key_states.shape[-2]
-        self.keys[layer_idx][:, :, self.t:self.t + q] = key_states
-        self.values[layer_idx][:, :, self.t:self.t + q] = value_states
-        end = self.t + q
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+        import torch
+
+        rows = torch.arange(self.rows, device=key_states.device)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[rows, :, self.positions] = key_states[:, :, 0]
+        values[rows, :, self.positions] = value_states[:, :, 0]
+        self.written = max(self.written, self.length)
+        return keys[:self.rows, :, :self.length], values[:self.rows, :, :self.length]
 
     def select(self, rows) -> None:
-        """Keep only ``rows`` (a tensor of row indices), in that order."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        """Keep only ``rows`` (a tensor of indices into the current rows), in that order, at the front."""
+        n, t = len(rows), self.written
+        for buffers in (self.keys, self.values):
+            for b in buffers:
+                b[:n, :, :t] = b[:self.rows, :, :t].index_select(0, rows)
+        self.positions = self.positions.index_select(0, rows)
+        self.rows = n
+
+    def append(self, count: int) -> None:
+        """Room for ``count`` new rows at the end, writing from position 0."""
+        import torch
+
+        if self.rows + count > self.capacity:
+            raise ValueError(f"{self.rows} + {count} rows exceed the cache's {self.capacity}")
+        fresh = torch.zeros(count, dtype=torch.long, device=self.positions.device)
+        self.positions = torch.cat([self.positions, fresh])
+        self.rows += count
 
     # what model code may ask of a cache when no mask is built
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.t
+        return max(self.length - 1, 0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -91,12 +121,16 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     g = heads // kv_heads
     if scaling is None:
         scaling = d ** -0.5
+    if q_len == 1 and _FLASH_CPU is not None and query.device.type == "cpu":
+        return _flash_merge(query, key, value, pk, pv, ctx, scaling)
     dt = query.dtype
     # Matmuls in the model's dtype (no float copies of the caches: this is memory-bound);
     # the softmax over the joined scores in float32. Scores are laid out per row as
     # (rows, kv_heads, g * q_len, positions).
     qs = query.reshape(rows, kv_heads, g * q_len, d)
     s_suf = torch.matmul(qs, key.transpose(-1, -2)).float() * scaling
+    if ctx.suffix_bias is not None:
+        s_suf = s_suf + ctx.suffix_bias[:, None, None, :s_suf.shape[-1]]
     if q_len > 1:
         s = key.shape[-2]
         causal = torch.ones(q_len, s, dtype=torch.bool, device=query.device).tril(s - q_len)
@@ -137,6 +171,59 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     return out.to(query.dtype).contiguous(), None
 
 
+def _flash_cpu():
+    import torch
+
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+_FLASH_CPU = _flash_cpu()
+
+
+def _flash_merge(query, key, value, pk, pv, ctx: PrefixContext, scaling: float):
+    """The decode step (one query per row) with torch's fused CPU attention, twice, then merged.
+
+    The prefix part and the suffix part are each one call of the flash kernel, which returns
+    each query's log-sum-exp; the joint softmax is their LSE-weighted sum. This reads each
+    K/V byte once, in place, instead of the matmul path's strided copies and float32 score
+    tensors (2 ms -> ~1.2 ms per layer at 128 rows x 160 suffix tokens, bf16).
+    """
+    import torch
+
+    rows, heads, _, d = query.shape
+    groups, kv_heads, width, _ = pk.shape
+    g = heads // kv_heads
+    dt = query.dtype
+    qs = query.reshape(rows, kv_heads, g, d)  # the g query heads of a KV head act as g queries
+    suffix_mask = None
+    if ctx.suffix_bias is not None:
+        suffix_mask = ctx.suffix_bias[:, None, None, :key.shape[-2]].to(dt)
+    o_suf, lse_suf = _FLASH_CPU(qs, key, value, 0.0, False, attn_mask=suffix_mask, scale=scaling)
+    prefix_mask = ctx.bias[:, None, None, :].to(dt)
+    counts = ctx.counts
+    if len(set(counts)) == 1:
+        c = counts[0]
+        qg = qs.reshape(groups, c, kv_heads, g, d).transpose(1, 2).reshape(groups, kv_heads, c * g, d)
+        o, lse = _FLASH_CPU(qg, pk, pv, 0.0, False, attn_mask=prefix_mask, scale=scaling)
+        o_pre = o.reshape(groups, kv_heads, c, g, d).transpose(1, 2).reshape(rows, kv_heads, g, d)
+        lse_pre = lse.reshape(groups, kv_heads, c, g).transpose(1, 2).reshape(rows, kv_heads, g)
+    else:
+        outs, lses, start = [], [], 0
+        for k, c in enumerate(counts):
+            qk = qs[start:start + c].transpose(0, 1).reshape(1, kv_heads, c * g, d)
+            o, lse = _FLASH_CPU(qk, pk[k:k + 1], pv[k:k + 1], 0.0, False, attn_mask=prefix_mask[k:k + 1],
+                                scale=scaling)
+            outs.append(o.reshape(kv_heads, c, g, d).transpose(0, 1))
+            lses.append(lse.reshape(kv_heads, c, g).transpose(0, 1))
+            start += c
+        o_pre, lse_pre = torch.cat(outs), torch.cat(lses)
+    m = torch.maximum(lse_pre, lse_suf)
+    a = torch.exp(lse_pre - m)[..., None]
+    b = torch.exp(lse_suf - m)[..., None]
+    out = (o_pre.float() * a + o_suf.float() * b) / (a + b)
+    return out.reshape(rows, heads, 1, d).transpose(1, 2).to(dt).contiguous(), None
+
+
 def register() -> None:
     global _REGISTERED
     if not _REGISTERED:
@@ -160,6 +247,119 @@ def supports(model, width: int, max_tokens: int) -> bool:
     if any(t != "full_attention" for t in layer_types) and window is not None and width + max_tokens > window:
         return False
     return True
+
+
+class SharedBatch:
+    """Rows sampling over shared per-prompt prefixes, admitted and retired while decoding.
+
+    Continuous batching for the shared-prefix decoder: when a prompt's samples finish, the
+    next prompt's are admitted in their place instead of the batch running on half empty
+    until its longest sample ends (at 2 prompts x 64 samples a batch averaged 37 live rows
+    of 128). Rows stay group-major (all samples of a prompt together), so the prefix
+    attention remains one matmul per group. ``owner`` maps each current row to the
+    caller's id for it; the caller samples from the logits that ``admit`` and ``step``
+    return, in row order.
+    """
+
+    def __init__(self, model, capacity: int, max_tokens: int, pad_id: int) -> None:
+        register()
+        self.model = model
+        self.capacity = capacity
+        self.max_tokens = max_tokens
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.cache: SuffixCache | None = None
+        self.ctx: PrefixContext | None = None
+        self.owner: list[int] = []
+        self.starts = None  # per row: its prompt's length (the position of its first generated token)
+        self.prefill_tokens = 0
+        self._logits = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.owner)
+
+    def admit(self, prompts: Sequence[Sequence[int]], copies: int, owners: Sequence[int]):
+        """Prefill ``prompts`` once and add ``copies`` rows for each; returns their first logits."""
+        import torch
+
+        keys, values, bias, logits, lengths = prefill(self.model, prompts, self.pad_id)
+        self.prefill_tokens += sum(len(p) for p in prompts)
+        if self.cache is None:
+            self.cache = SuffixCache(len(keys), self.capacity, [k.shape[1] for k in keys],
+                                     [k.shape[-1] for k in keys], self.max_tokens, keys[0].dtype, self.device)
+            self.ctx = PrefixContext(keys, values, bias, [])
+            self.starts = torch.zeros(0, dtype=torch.long, device=self.device)
+        else:
+            width = max(self.ctx.keys[0].shape[2], keys[0].shape[2])
+            pad = lambda t, dim: _pad_left(t, width, dim, 0.0)  # noqa: E731
+            self.ctx.keys = [torch.cat([pad(old, 2), pad(new, 2)]) for old, new in zip(self.ctx.keys, keys)]
+            self.ctx.values = [torch.cat([pad(old, 2), pad(new, 2)]) for old, new in zip(self.ctx.values, values)]
+            self.ctx.bias = torch.cat([_pad_left(self.ctx.bias, width, 1, float("-inf")),
+                                       _pad_left(bias, width, 1, float("-inf"))])
+        self.ctx.counts = [*self.ctx.counts, *([copies] * len(prompts))]
+        self.cache.append(len(prompts) * copies)
+        self.starts = torch.cat([self.starts, lengths.repeat_interleave(copies)])
+        self.owner.extend(owners)
+        return logits.repeat_interleave(copies, 0)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only the current rows ``rows`` (ascending), dropping prompts none of whose rows is left."""
+        import torch
+
+        if len(rows) == self.rows:
+            return
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        group_of = [g for g, c in enumerate(self.ctx.counts) for _ in range(c)]
+        kept_groups = [group_of[r] for r in rows]
+        groups = sorted(set(kept_groups))
+        gi = torch.tensor(groups, dtype=torch.long, device=self.device)
+        self.ctx.keys = [k.index_select(0, gi) for k in self.ctx.keys]
+        self.ctx.values = [v.index_select(0, gi) for v in self.ctx.values]
+        self.ctx.bias = self.ctx.bias.index_select(0, gi)
+        self.ctx.counts = [kept_groups.count(g) for g in groups]
+        self.cache.select(index)
+        self.starts = self.starts.index_select(0, index)
+        self.owner = [self.owner[r] for r in rows]
+
+    def step(self, tokens):
+        """Feed each row its latest token; returns the next logits (rows, vocab) in float32."""
+        import torch
+
+        cache, ctx = self.cache, self.ctx
+        # a finished row left in the batch keeps stepping; its writes are clamped and ignored
+        positions = cache.positions.clamp(max=self.max_tokens - 1)
+        cache.positions = positions
+        cache.length = int(positions.max()) + 1
+        span = torch.arange(cache.length, device=self.device)
+        ctx.suffix_bias = torch.zeros((self.rows, cache.length), dtype=torch.float32, device=self.device)
+        ctx.suffix_bias.masked_fill_(span[None, :] > positions[:, None], float("-inf"))
+        width = ctx.keys[0].shape[2]
+        config = self.model.config
+        plain, config._attn_implementation = config._attn_implementation, ATTENTION_NAME
+        try:
+            out = self.model(input_ids=tokens[:, None], position_ids=(self.starts + positions)[:, None],
+                             cache_position=torch.tensor([width + cache.length - 1], device=self.device),
+                             past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=ctx)
+        finally:
+            config._attn_implementation = plain
+        cache.positions = positions + 1
+        logits = out.logits[:, -1, :]
+        if self._logits is None or self._logits.shape[1] != logits.shape[1]:
+            self._logits = torch.empty(self.capacity, logits.shape[1], dtype=torch.float32, device=self.device)
+        # a float32 copy into one buffer kept across steps: valid until the next step
+        return self._logits[:self.rows].copy_(logits)
+
+
+def _pad_left(tensor, width: int, dim: int, value: float):
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([torch.full(shape, value, dtype=tensor.dtype, device=tensor.device), tensor], dim)
 
 
 def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
@@ -186,4 +386,4 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     return keys, values, bias, out.logits[:, -1, :].float(), lengths
 
 
-__all__ = ["ATTENTION_NAME", "PrefixContext", "SuffixCache", "shared_prefix_attention", "register", "supports", "prefill"]
+__all__ = ["ATTENTION_NAME", "PrefixContext", "SuffixCache", "SharedBatch", "shared_prefix_attention", "register", "supports", "prefill"]

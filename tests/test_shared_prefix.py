@@ -40,13 +40,18 @@ def _texts(gens):
     return [[(c.text, c.tokens, c.finish_reason) for c in g.completions] for g in gens]
 
 
-def test_near_zero_temperature_reproduces_greedy_generate(policy):
+@pytest.mark.parametrize("rows", [256, 6, 3], ids=["all prompts at once", "admitted mid-decode", "one at a time"])
+def test_near_zero_temperature_reproduces_greedy_generate(policy, rows):
     prompts = [policy.format_prompt(QUESTION), CONTINUATION, "Tom has 5 apples and buys 3 more."]
-    cold = SamplingParams(n=3, temperature=1e-6, max_tokens=20, seed=0)
+    # the stop string ends the prompts' rows after 3, 14 and 20 tokens, so rows are admitted mid-decode
+    cold = SamplingParams(n=3, temperature=1e-6, max_tokens=20, seed=0, stop=("a",))
     policy.shared_prefix = False
     plain = policy.generate(prompts, cold)
-    policy.shared_prefix = True
-    shared = policy.generate(prompts, cold)
+    policy.shared_prefix, policy.shared_rows = True, rows
+    try:
+        shared = policy.generate(prompts, cold)
+    finally:
+        policy.shared_rows = 256
     assert _texts(shared) == _texts(plain)
     for gs, gp in zip(shared, plain):
         assert gs.prefill_tokens == gs.prompt_tokens  # once, not n times
@@ -77,10 +82,16 @@ def test_seeded_shared_sampling_repeats_and_seeds_differ(policy):
     assert _texts(policy.generate(prompts, params.replace(seed=8))) != _texts(policy.generate(prompts, params))
 
 
+@pytest.mark.parametrize("path", ["fused", "matmul"])
 @pytest.mark.parametrize("counts", [[3, 3], [3, 1]], ids=["even groups", "a group that lost rows"])
-def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts):
+def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts, path, monkeypatch):
+    from ttsopt.search import shared_prefix
     from ttsopt.search.shared_prefix import PrefixContext, shared_prefix_attention
 
+    if path == "matmul":
+        monkeypatch.setattr(shared_prefix, "_FLASH_CPU", None)
+    elif shared_prefix._FLASH_CPU is None:
+        pytest.skip("this torch has no fused CPU attention op")
     torch.manual_seed(0)
     groups, kv, g, d, width, steps = 2, 2, 2, 8, 5, 4
     rows, heads = sum(counts), kv * g
@@ -88,22 +99,57 @@ def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts):
     bias = torch.zeros(groups, width)
     bias[1, :2] = float("-inf")  # the second prompt is left-padded by 2
     sk, sv = torch.randn(rows, kv, steps, d), torch.randn(rows, kv, steps, d)
+    written = torch.tensor([steps - (r % 3) for r in range(rows)])  # rows admitted at different steps
+    suffix_bias = torch.zeros(rows, steps).masked_fill(torch.arange(steps)[None] >= written[:, None], float("-inf"))
     q = torch.randn(rows, heads, 1, d)
 
     class Layer:
         layer_idx = 0
 
     got, _ = shared_prefix_attention(Layer(), q, sk, sv, None, scaling=d ** -0.5,
-                                     shared_prefix=PrefixContext([pk], [pv], bias, counts))
+                                     shared_prefix=PrefixContext([pk], [pv], bias, counts, suffix_bias))
     owner = [k for k, c in enumerate(counts) for _ in range(c)]
     for r in range(rows):
         grp = owner[r]
         keep = bias[grp] == 0
-        k = torch.cat([pk[grp][:, keep], sk[r]], dim=1).repeat_interleave(g, 0)  # (heads, len, d)
-        v = torch.cat([pv[grp][:, keep], sv[r]], dim=1).repeat_interleave(g, 0)
+        k = torch.cat([pk[grp][:, keep], sk[r, :, :written[r]]], dim=1).repeat_interleave(g, 0)  # (heads, len, d)
+        v = torch.cat([pv[grp][:, keep], sv[r, :, :written[r]]], dim=1).repeat_interleave(g, 0)
         w = torch.softmax(q[r] @ k.transpose(-1, -2) * d ** -0.5, -1)
         want = (w @ v).transpose(0, 1)  # (1, heads, d)
         assert torch.allclose(got[r], want, atol=1e-5)
+
+
+def test_inverse_cdf_draw_never_picks_a_token_without_mass(monkeypatch):
+    from ttsopt.search.hf_policy import _inverse_cdf_draw
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0]] * 2)
+    for block in (256, 2, 3):  # one block; several, the last one padded
+        for u, want in [(0.0, 1), (0.4999, 1), (0.5, 3), (1.0, 3)]:  # u = 1.0: rounding up to the total mass
+            monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.full(shape, u))
+            assert _inverse_cdf_draw(probs, block=block).tolist() == [want, want], (block, u)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 1.0), (0.7, 0.9)])
+def test_sampled_tokens_carry_their_raw_log_probability(temperature, top_p):
+    from ttsopt.search.hf_policy import _sample_tokens
+
+    torch.manual_seed(0)
+    logits = torch.randn(8, 1000) * 3
+    tok, lp = _sample_tokens(logits, SamplingParams(temperature=temperature, top_p=top_p), logprobs=True)
+    want = torch.log_softmax(logits, -1).gather(1, tok[:, None])[:, 0]
+    assert torch.allclose(lp, want, atol=1e-5)
+    assert _sample_tokens(logits, SamplingParams(temperature=temperature, top_p=top_p))[1] is None
+
+
+def test_inverse_cdf_draw_follows_the_weights_across_blocks():
+    from ttsopt.search.hf_policy import _inverse_cdf_draw
+
+    torch.manual_seed(0)
+    weights = torch.rand(1, 10) ** 3
+    draws = _inverse_cdf_draw(weights.expand(20000, 10).contiguous(), block=4)
+    freq = torch.bincount(draws, minlength=10) / len(draws)
+    p = weights[0] / weights.sum()
+    assert torch.all((freq - p).abs() < 4 * torch.sqrt(p * (1 - p) / len(draws)) + 1e-3)
 
 
 def test_first_tokens_follow_the_tempered_softmax(policy):
