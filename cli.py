@@ -234,6 +234,8 @@ def sweep(
     pairs: Optional[str] = typer.Option(None, help="only these of the config's pairs (comma-separated names); "
                                         "the rows are the same as in the full sweep, so processes or machines "
                                         "can split a sweep by pair into one store"),
+    chunks: Optional[str] = typer.Option(None, help="only these chunks of chunk_size problems, 0-based "
+                                         "(e.g. 5-9 or 0,2): split one pair's work between drivers on one store"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
     from ttsopt.data import load_problems
@@ -263,6 +265,13 @@ def sweep(
             con.print(f"[red]error:[/] --pairs {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
             raise typer.Exit(2)
         cfg.pairs = [known[w] for w in wanted]
+    only_chunks = None
+    if chunks:
+        try:
+            only_chunks = _parse_indices(chunks)
+        except ValueError:
+            con.print(f"[red]error:[/] --chunks {chunks!r}: expected indices and ranges like 5-9 or 0,2,4")
+            raise typer.Exit(2)
     # Ordered first, then cut: `--limit K` is the first K problems the full sweep would run.
     problems = order_problems(load_problems(cfg.problems, **cfg.problem_options), cfg.order)[:limit]
     con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
@@ -272,8 +281,12 @@ def sweep(
     with OutcomeStore(store_path) as db:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=con) as bar:
-            counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
-                               ray_options={"num_gpus": num_gpus, "actors": actors})
+            try:
+                counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
+                                   ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
+            except ValueError as e:
+                con.print(f"[red]error:[/] {e}")
+                raise typer.Exit(2)
         df = db.outcomes()
         parquet = db.export_parquet(store_path.with_suffix(".parquet"))
     with con.status("problem features ..."):
@@ -285,6 +298,22 @@ def sweep(
             con.print(f"\n[bold]{pair.policy} + {pair.prm}[/]: accuracy by method x budget x difficulty")
             con.print(table.round(3).to_string())
     con.print(f"\noutcomes: {store_path} (SQLite) and {parquet} (Parquet); problem features: {features}")
+
+
+def _parse_indices(text: str) -> list[int]:
+    """'5-9' or '0,2,4' or '0-2,7' -> sorted indices; ValueError on anything else."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if first < 0 or last < first:
+            raise ValueError(part)
+        out.update(range(first, last + 1))
+    if not out:
+        raise ValueError(text)
+    return sorted(out)
 
 
 @app.command("prm-eval")

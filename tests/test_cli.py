@@ -64,3 +64,6 @@ def test_sweep_refuses_pairs_and_engines_the_config_does_not_have(tmp_path):
     assert result.exit_code == 2 and "smollm2-135m+calc" in result.output
     result = runner.invoke(app, ["sweep", "arith-smoke", "--engine", "tgi", "--store", str(tmp_path / "s.sqlite")])
     assert result.exit_code == 2 and "engine" in result.output
+    for bad in ("x", "3-1", "-2"):
+        result = runner.invoke(app, ["sweep", "arith-smoke", "--chunks", bad, "--store", str(tmp_path / "s.sqlite")])
+        assert result.exit_code == 2 and "--chunks" in result.output

@@ -175,6 +175,19 @@ def test_a_crashed_sweep_resumes_to_exactly_the_rows_of_an_uninterrupted_one(tmp
         assert resumed == clean
 
 
+def test_drivers_given_disjoint_chunks_write_the_rows_of_one_undivided_sweep(tmp_path):
+    probs, policy = _problems(9)  # chunks of 4: 0, 1 and a last one of 1 problem
+    clean = _rows(_run(tmp_path, "clean", probs, policy))
+    cfg = config_from_dict(CONFIG)
+    store = OutcomeStore(tmp_path / "split.sqlite")
+    for part in ([2, 0], [1]):
+        worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+        run_sweep(cfg, store, probs, workers={"coin": worker}, only_chunks=part)
+    assert _rows(store) == clean
+    with pytest.raises(ValueError, match="out of range"):
+        run_sweep(cfg, store, probs, workers={"coin": worker}, only_chunks=[3])
+
+
 def test_rerunning_a_finished_sweep_does_nothing(tmp_path):
     probs, policy = _problems(4)
     store = _run(tmp_path, "s", probs, policy)

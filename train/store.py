@@ -87,8 +87,8 @@ class OutcomeStore:
     """A sweep's results in one SQLite file.
 
     One driver writes per sweep; several drivers may share a store when they run disjoint
-    pairs (``ttsopt sweep --pairs``): each commit is one short transaction, and SQLite's
-    lock (waited on for up to 60 s) orders them.
+    pairs or chunks (``ttsopt sweep --pairs``, ``--chunks``): each commit is one short
+    transaction, and SQLite's lock (waited on for up to 60 s) orders them.
     """
 
     def __init__(self, path: str | Path):

@@ -275,8 +275,12 @@ class ChunkWorker:
 
 def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem], *,
               executor: str = "local", progress: Any = None,
-              workers: dict[str, ChunkWorker] | None = None, ray_options: dict | None = None) -> dict[str, int]:
+              workers: dict[str, ChunkWorker] | None = None, ray_options: dict | None = None,
+              only_chunks: Sequence[int] | None = None) -> dict[str, int]:
     """Run (or resume) a sweep into ``store``; returns counts of units done now and skipped.
+
+    ``only_chunks``: run only these chunks (0-based): drivers given disjoint chunk sets can
+    share one policy's work, on one store, with the rows an undivided sweep writes.
 
     ``workers`` injects ready ChunkWorkers per policy (tests use scripted models).
     ``progress``: an object with ``start(name, total)`` and ``advance(name, k)`` (the CLI passes rich bars).
@@ -289,6 +293,11 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     for pair in cfg.pairs:
         by_policy.setdefault(pair.policy, []).append(pair.prm)
     plans = {policy: plan_units(cfg, policy, prms, len(parts)) for policy, prms in by_policy.items()}
+    if only_chunks is not None:
+        outside = sorted(set(c for c in only_chunks if not 0 <= c < len(parts)))
+        if outside:
+            raise ValueError(f"chunks {outside} out of range: this sweep has chunks 0..{len(parts) - 1}")
+        plans = {policy: [u for u in units if u.chunk in set(only_chunks)] for policy, units in plans.items()}
     if progress is not None:
         for policy, units in plans.items():
             for name, total in _progress_groups(units).items():
