@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version 2 added outcomes.engine (which engine generated the row; NULL in rows from version 1)
 
 OUTCOME_COLUMNS = (
     "policy", "prm", "problem_id", "strategy", "seed",
@@ -30,6 +31,7 @@ OUTCOME_COLUMNS = (
     "answer", "correct", "n_subsets", "pooled",
     "policy_prompt_tokens", "policy_generated_tokens", "prm_tokens", "policy_flops", "prm_flops", "flops",
     "wall_time_s", "level", "source", "pass_at_1", "difficulty", "candidates", "trace", "created_at",
+    "engine",
 )
 
 _SCHEMA = """
@@ -42,7 +44,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     policy_prompt_tokens REAL NOT NULL, policy_generated_tokens REAL NOT NULL, prm_tokens REAL NOT NULL,
     policy_flops REAL NOT NULL, prm_flops REAL NOT NULL, flops REAL NOT NULL, wall_time_s REAL NOT NULL,
     level TEXT, source TEXT, pass_at_1 REAL, difficulty TEXT, candidates TEXT, trace TEXT,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL, engine TEXT,
     PRIMARY KEY (policy, prm, problem_id, strategy, seed)
 );
 CREATE TABLE IF NOT EXISTS pools (
@@ -99,11 +101,15 @@ class OutcomeStore:
         # FULL: a committed unit survives power loss too, not just a killed process.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: outcome store schema {row[0]}, this ttsopt writes {SCHEMA_VERSION}")
+        with self._transaction() as db:  # one driver creates or migrates; the others wait and see it done
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 1:
+                db.execute("ALTER TABLE outcomes ADD COLUMN engine TEXT")
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: outcome store schema {row[0]}, this ttsopt writes {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()

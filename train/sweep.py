@@ -125,6 +125,8 @@ class ChunkWorker:
         self.policy_spec = policy_spec
         engine = getattr(cfg, "engine", "transformers")
         local = not policy_spec.startswith(("openai:", "vllm:"))
+        #: recorded in every outcome row: engines differ in numerics and in tokens/s
+        self.engine = engine if local else policy_spec.split(":", 1)[0]
         self.policy = policy or (load_policy(on_engine(policy_spec, engine), device=cfg.device) if local
                                  else load_policy(policy_spec))
         self.prms: dict[str, PRM] = dict(prms or {})
@@ -143,6 +145,12 @@ class ChunkWorker:
         difficulty: dict[str, tuple[float, str]] = {
             pid: (row["pass_at_1"], row["difficulty"]) for pid, row in pools.items() if "pass_at_1" in row
         }
+        for unit, outcomes, pool_rows_ in self._run_units(problems, units, pools, difficulty):
+            for row in outcomes:
+                row["engine"] = self.engine
+            yield unit, outcomes, pool_rows_
+
+    def _run_units(self, problems, units, pools, difficulty):
         for unit in units:
             self._reset_caches()
             if unit.kind == "pool":
