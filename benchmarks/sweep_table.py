@@ -65,7 +65,8 @@ def compare(df: pd.DataFrame, budgets: list[int], by: str) -> str:
     df = df.dropna(subset=["method_label"])
     df = df[df["prm"] != ""]
     df["pair"] = df["policy"] + " + " + df["prm"]
-    cols = [*sorted(df[by].dropna().unique(), key=str), "all"]
+    rank = {"easy": 0, "medium": 1, "hard": 2}
+    cols = [*sorted(df[by].dropna().unique(), key=lambda v: (rank.get(v, 3), str(v))), "all"]
     acc = df.pivot_table(index=["pair", "n", "method_label"], columns=by, values="correct", aggfunc="mean")
     acc["all"] = df.groupby(["pair", "n", "method_label"])["correct"].mean()
     problems = df.groupby(["pair", "n", "method_label"])["problem_id"].nunique()
