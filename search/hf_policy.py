@@ -481,7 +481,7 @@ class TransformersPolicy:
             logits = admit(capacity)
             while batch.rows:
                 if work is None or work.shape[1] != logits.shape[1]:
-                    work = torch.empty(capacity, logits.shape[1])
+                    work = torch.empty(capacity, logits.shape[1], device=logits.device)
                 tok, lp = _sample_tokens(logits, params, self.logprobs, work)
                 lp = lp.tolist() if lp is not None else None
                 is_eos = torch.isin(tok, eos).tolist()
