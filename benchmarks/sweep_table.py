@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--by-level", action="store_true", help="one column per problem level")
     ap.add_argument("--by-difficulty", action="store_true", help="one column per difficulty bin")
     ap.add_argument("--compare", action="store_true",
-                    help="markdown: rows pair x method x N for majority, Best-of-N (PRM-Vote, agg last and "
-                         "min), beam and DVTS, one column per value of --by, with the best method per column marked")
+                    help="markdown: rows pair x method x N for CoT (the same row at every N), majority, "
+                         "Best-of-N (PRM-Vote, agg last and min), beam and DVTS, one column per value of --by, with the best method per column marked")
     ap.add_argument("--by", default="level", choices=("level", "difficulty"), help="--compare: the columns")
     ap.add_argument("--budgets", default="4,16", help="--compare: the budgets N")
     args = ap.parse_args()
@@ -48,6 +48,8 @@ def main() -> None:
 
 
 def _label(row) -> str | None:
+    if row["method"] == "cot":
+        return "CoT"
     if row["method"] == "majority":
         return "majority"
     if row["method"] == "best_of_n" and row["vote"] == "prm_vote":
@@ -60,7 +62,9 @@ def _label(row) -> str | None:
 def compare(df: pd.DataFrame, budgets: list[int], by: str) -> str:
     """Accuracy per (pair, method, N) and per level or difficulty bin, markdown; per pair, N and
     column the best method is bold, so where the best method changes is visible at a glance."""
-    df = df[df["n"].isin(budgets)].copy()
+    cot = df[df["method"] == "cot"]  # one sample, whatever N: a reference row in every block
+    df = pd.concat([df[(df["n"].isin(budgets)) & (df["method"] != "cot")],
+                    *[cot.assign(n=n) for n in budgets]], ignore_index=True)
     df["method_label"] = df.apply(_label, axis=1)
     df = df.dropna(subset=["method_label"])
     df = df[df["prm"] != ""]
@@ -73,13 +77,12 @@ def compare(df: pd.DataFrame, budgets: list[int], by: str) -> str:
     lines = [f"| pair | N | method | {' | '.join(f'{by} {c}' if c != 'all' else 'all' for c in cols)} | problems |",
              "|" + "---|" * (len(cols) + 4)]
     for (pair, n), block in acc.groupby(level=[0, 1], sort=True):
-        best = block.max()
         for (_, _, method), row in block.iterrows():
             cells = []
             for c in cols:
-                v = row.get(c)
+                v, present = row.get(c), block[c].dropna()
                 text = "" if pd.isna(v) else f"{v:.3f}"
-                cells.append(f"**{text}**" if text and v == best[c] and (block[c] == v).sum() < len(block) else text)
+                cells.append(f"**{text}**" if text and v == present.max() and present.nunique() > 1 else text)
             lines.append(f"| {pair} | {n} | {method} | {' | '.join(cells)} | {problems[(pair, n, method)]} |")
     return "\n".join(lines)
 

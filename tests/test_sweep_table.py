@@ -28,11 +28,12 @@ def test_compare_marks_the_best_method_per_level_and_leaves_ties_plain():
         _row("calc", "majority", 4, "2", 0.2), _row("calc", "beam", 4, "2", 0.2),
         _row("calc", "best_of_n", 4, "1", 0.9, vote="prm_max"),  # not a compared method
         _row("calc", "majority", 16, "1", 0.7), _row("calc", "beam", 2, "1", 0.0),  # other budgets
+        _row("calc", "cot", 1, "1", 0.0),  # CoT: a reference row at every N
     ]
     table = _module().compare(pd.DataFrame(rows), [4], "level")
     lines = table.splitlines()
     assert lines[0] == "| pair | N | method | level 1 | level 2 | all | problems |"
     body = {line.split(" | ")[2]: line for line in lines[2:]}
-    assert set(body) == {"majority", "beam"}
+    assert set(body) == {"majority", "beam", "CoT"}
     assert "| **1.000** | 0.200 | **0.600** |" in body["beam"]
     assert "| 0.500 | 0.200 | 0.350 |" in body["majority"]
