@@ -243,7 +243,8 @@ def sweep(
     from ttsopt.train.presets import preset_config_path
     from ttsopt.train.report import method_budget_matrix
     from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import order_problems, run_sweep, write_problem_features
+    from ttsopt.train.sweep import check_chunks, order_problems, run_sweep, write_problem_features
+    from ttsopt.train.sweep import chunks as chunks_of
 
     con = _console()
     try:
@@ -274,6 +275,12 @@ def sweep(
             raise typer.Exit(2)
     # Ordered first, then cut: `--limit K` is the first K problems the full sweep would run.
     problems = order_problems(load_problems(cfg.problems, **cfg.problem_options), cfg.order)[:limit]
+    if only_chunks is not None:
+        try:
+            check_chunks(only_chunks, len(chunks_of(problems, cfg.chunk_size)))
+        except ValueError as e:
+            con.print(f"[red]error:[/] --chunks: {e}")
+            raise typer.Exit(2)
     con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -281,12 +288,8 @@ def sweep(
     with OutcomeStore(store_path) as db:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=con) as bar:
-            try:
-                counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
-                                   ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
-            except ValueError as e:
-                con.print(f"[red]error:[/] {e}")
-                raise typer.Exit(2)
+            counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
+                               ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
         df = db.outcomes()
         parquet = db.export_parquet(store_path.with_suffix(".parquet"))
     with con.status("problem features ..."):

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
 from .continuations import ContinuationIds, check_encoded, check_generate_args
-from .stopping import first_match
+from .stopping import first_match, marker_window
 from .types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ class _Tracker:
         self.prompt_len = prompt_len
         self.eos = torch.tensor(eos_ids, device=device)
         self.markers = tuple(markers)
-        # A marker of b bytes spans at most b generated tokens, plus one on each side that
-        # may carry extra text; the slack covers tokens that decode to nothing.
-        self.window = 2 * max((len(m.encode()) for m in self.markers), default=0) + 8
+        self.window = marker_window(self.markers)
         self.ends: list[_RowEnd | None] = [None] * rows
         self.want_logprobs = want_logprobs
         self.logprob = torch.zeros(rows, dtype=torch.float64, device=device)
@@ -464,13 +462,12 @@ class TransformersPolicy:
         pending = sorted(range(len(prompts)), key=lambda p: -len(encoded[p]))[::-1]  # pop() = longest
         capacity = max(copies, min(self.shared_rows, len(prompts) * copies))
         markers = (*params.stop, *self.prompt_format.end_markers)
-        window = 2 * max((len(m.encode()) for m in markers), default=0) + 8
+        window = marker_window(markers)
         eos = torch.tensor(self.eos_token_ids, device=self.device)
         gen: list[list[int]] = [[] for _ in range(len(prompts) * copies)]  # row id = prompt * copies + sample
         ends: list[_RowEnd | None] = [None] * len(gen)
         logprob = [0.0] * len(gen)
         reported = 0
-        work = None
         batch = sp.SharedBatch(self.model, capacity, params.max_tokens, self.pad_token_id)
 
         def admit(room: int):
@@ -479,9 +476,8 @@ class TransformersPolicy:
 
         with self._seeded(params.seed), torch.inference_mode(), _quiet_transformers():
             logits = admit(capacity)
+            work = torch.empty(capacity, logits.shape[1], device=logits.device)
             while batch.rows:
-                if work is None or work.shape[1] != logits.shape[1]:
-                    work = torch.empty(capacity, logits.shape[1], device=logits.device)
                 tok, lp = _sample_tokens(logits, params, self.logprobs, work)
                 lp = lp.tolist() if lp is not None else None
                 is_eos = torch.isin(tok, eos).tolist()
@@ -521,8 +517,8 @@ class TransformersPolicy:
                 if admitting:
                     fresh = admit(capacity - batch.rows)
                     logits = fresh if logits is None else torch.cat([logits, fresh])
-        rows_end = [e or _RowEnd(params.max_tokens, "length") for e in ends]
-        completions, ids = self._finish_rows(gen, rows_end, logprob, params.stop, self.prompt_format.end_markers)
+        # every row has ended: a row leaves the batch only once it has, and the loop runs until none is left
+        completions, ids = self._finish_rows(gen, ends, logprob, params.stop, self.prompt_format.end_markers)
         out = []
         for p in range(len(prompts)):
             mine = slice(p * copies, (p + 1) * copies)

@@ -25,7 +25,7 @@ from .llamacpp_engine import LlamaCppEngine, resolve_gguf
 from .models import PRESETS
 from .prompts import PromptFormat, chat_format, plain_format
 from .continuations import ContinuationIds, check_encoded, check_generate_args
-from .stopping import first_match
+from .stopping import first_match, marker_window
 from .types import Completion, Generation, SamplingParams
 
 
@@ -190,7 +190,7 @@ class LlamaCppPolicy:
                 first_logits_of_row.append(k)
         stops = params.stop
         markers = (*stops, *self.prompt_format.end_markers)
-        window = 2 * max((len(m.encode()) for m in markers), default=0) + 8
+        window = marker_window(markers)
         current = logits[first_logits_of_row]
         active = rows
         try:

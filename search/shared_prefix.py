@@ -272,7 +272,6 @@ class SharedBatch:
         self.ctx: PrefixContext | None = None
         self.owner: list[int] = []
         self.starts = None  # per row: its prompt's length (the position of its first generated token)
-        self.prefill_tokens = 0
         self._logits = None
 
     @property
@@ -284,7 +283,6 @@ class SharedBatch:
         import torch
 
         keys, values, bias, logits, lengths = prefill(self.model, prompts, self.pad_id)
-        self.prefill_tokens += sum(len(p) for p in prompts)
         if self.cache is None:
             self.cache = SuffixCache(len(keys), self.capacity, [k.shape[1] for k in keys],
                                      [k.shape[-1] for k in keys], self.max_tokens, keys[0].dtype, self.device)

@@ -23,3 +23,10 @@ def first_match(text: str, stops: Sequence[str], end_markers: Sequence[str]) -> 
 
 
 __all__ = ["first_match"]
+
+
+def marker_window(markers: Sequence[str]) -> int:
+    """Generated tokens to decode when looking for a stop string or end marker that may have
+    just completed: a marker of b bytes spans at most b tokens, plus one on each side that may
+    carry extra text; the slack covers tokens that decode to nothing."""
+    return 2 * max((len(m.encode()) for m in markers), default=0) + 8

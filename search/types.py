@@ -7,7 +7,7 @@ know which engine produced the tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence, runtime_checkable
 
 #: Steps of a solution are separated by a blank line unless a caller says otherwise.

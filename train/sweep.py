@@ -281,6 +281,14 @@ class ChunkWorker:
         return rows
 
 
+def check_chunks(only_chunks: Sequence[int], n_chunks: int) -> set[int]:
+    """The chunk indices as a set; ValueError naming those outside 0..n_chunks-1."""
+    outside = sorted(c for c in set(only_chunks) if not 0 <= c < n_chunks)
+    if outside:
+        raise ValueError(f"chunks {outside} out of range: this sweep has chunks 0..{n_chunks - 1}")
+    return set(only_chunks)
+
+
 def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem], *,
               executor: str = "local", progress: Any = None,
               workers: dict[str, ChunkWorker] | None = None, ray_options: dict | None = None,
@@ -302,10 +310,8 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
         by_policy.setdefault(pair.policy, []).append(pair.prm)
     plans = {policy: plan_units(cfg, policy, prms, len(parts)) for policy, prms in by_policy.items()}
     if only_chunks is not None:
-        outside = sorted(set(c for c in only_chunks if not 0 <= c < len(parts)))
-        if outside:
-            raise ValueError(f"chunks {outside} out of range: this sweep has chunks 0..{len(parts) - 1}")
-        plans = {policy: [u for u in units if u.chunk in set(only_chunks)] for policy, units in plans.items()}
+        wanted = check_chunks(only_chunks, len(parts))
+        plans = {policy: [u for u in units if u.chunk in wanted] for policy, units in plans.items()}
     if progress is not None:
         for policy, units in plans.items():
             for name, total in _progress_groups(units).items():
