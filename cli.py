@@ -43,7 +43,7 @@ def models() -> None:
     """List the embedded model presets and PRM families, and whether each preset is installed."""
     from rich.table import Table
 
-    from ttsopt.search.models import PRESETS, ModelNotInstalledError, preset_gguf_path
+    from ttsopt.search.engines.models import PRESETS, ModelNotInstalledError, preset_gguf_path
     from ttsopt.search.registry import PRM_FAMILIES
 
     table = Table(title="policy presets")
@@ -106,7 +106,7 @@ def run(
     from ttsopt.data import load_problems
     from ttsopt.search.registry import ENGINES, load_policy, load_prm, on_engine
     from ttsopt.search.run import run_search
-    from ttsopt.search.strategies import derive_seed
+    from ttsopt.search.methods import derive_seed
 
     if engine not in ENGINES:
         con.print(f"[red]error:[/] --engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -243,8 +243,9 @@ def sweep(
     from ttsopt.train.presets import preset_config_path
     from ttsopt.train.report import method_budget_matrix
     from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import check_chunks, order_problems, run_sweep, write_problem_features
-    from ttsopt.train.sweep import chunks as chunks_of
+    from ttsopt.train.sweep import run_sweep, write_problem_features
+    from ttsopt.train.units import check_chunks, order_problems
+    from ttsopt.train.units import chunks as chunks_of
 
     con = _console()
     try:
@@ -329,7 +330,7 @@ def prm_eval(
     out: Optional[Path] = typer.Option(None, help="write per-example predictions as JSON"),
 ) -> None:
     """ProcessBench: F1 of a PRM at finding the first wrong step (harmonic mean of error and correct accuracy)."""
-    from ttsopt.search.prm.processbench import evaluate_prm, load_processbench
+    from ttsopt.train.processbench import evaluate_prm, load_processbench
     from ttsopt.search.registry import load_prm
 
     con = _console()

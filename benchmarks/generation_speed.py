@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from ttsopt.search.hf_policy import TransformersPolicy
+    from ttsopt.search.engines.hf_policy import TransformersPolicy
     from ttsopt.search.types import SamplingParams
 
     batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]

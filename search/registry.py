@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import PRESETS
+from .engines.models import PRESETS
 from .types import PRM, Policy
 
 PRM_FAMILIES = ("calc", "judge", "math-shepherd", "rlhflow", "skywork", "qwen-prm")
@@ -27,23 +27,23 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
     """Build a policy from a spec string; ``kwargs`` go to the backend's constructor."""
     kind, _, rest = spec.partition(":")
     if spec in PRESETS or spec.endswith(".gguf") or kind == "hf":
-        from .hf_policy import TransformersPolicy
+        from .engines.hf_policy import TransformersPolicy
 
         return TransformersPolicy(rest if kind == "hf" else spec, **kwargs)
     if kind == "llamacpp":
-        from .llamacpp_policy import LlamaCppPolicy
+        from .engines.llamacpp_policy import LlamaCppPolicy
 
         kwargs.pop("device", None)  # llama.cpp here is a CPU engine
         return LlamaCppPolicy(rest, **kwargs)
     if kind == "openai":
-        from .openai_policy import OpenAIPolicy
+        from .engines.openai_policy import OpenAIPolicy
 
         base_url, _, model = rest.partition("#")
         if not model:
             raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL, got {spec!r}")
         return OpenAIPolicy(base_url, model, **kwargs)
     if kind == "vllm":
-        from .vllm_policy import VLLMPolicy
+        from .engines.vllm_policy import VLLMPolicy
 
         return VLLMPolicy(rest, **kwargs)
     raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .result import SearchResult
-from .strategies import RUNNERS, Ledger, Settings
+from .methods import RUNNERS, Ledger, Settings
 from .strategy import Strategy
 from .types import DEFAULT_STEP_DELIMITER, PRM, Policy
 

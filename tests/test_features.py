@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from ttsopt.data import Problem, normalize_answer
-from ttsopt.data import features as F
-from ttsopt.data.features import (
+from ttsopt.selector import features as F
+from ttsopt.selector.features import (
     CATEGORICAL_COLUMNS,
     MINILM_INSTALL,
     POLICY_COLUMNS,

@@ -17,8 +17,8 @@ import re
 import pytest
 import torch
 
-from ttsopt.search.hf_policy import TransformersPolicy
-from ttsopt.search.prompts import PromptFormat
+from ttsopt.search.engines.hf_policy import TransformersPolicy
+from ttsopt.search.engines.prompts import PromptFormat
 from ttsopt.search.types import Policy, SamplingParams
 
 QUESTION = "What is 3 + 4?"

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from ttsopt.search.models import ModelNotInstalledError  # noqa: E402
-from ttsopt.search.prompts import plain_format  # noqa: E402
+from ttsopt.search.engines.models import ModelNotInstalledError  # noqa: E402
+from ttsopt.search.engines.prompts import plain_format  # noqa: E402
 from ttsopt.search.types import SamplingParams  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def gguf():
-    from ttsopt.search.llamacpp_engine import resolve_gguf
+    from ttsopt.search.engines.llamacpp_engine import resolve_gguf
 
     try:
         return resolve_gguf("smollm2-135m")
@@ -31,20 +31,20 @@ def gguf():
 
 @pytest.fixture(scope="module")
 def engine(gguf):
-    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+    from ttsopt.search.engines.llamacpp_engine import LlamaCppEngine
 
     return LlamaCppEngine(gguf, n_ctx=8192, n_seq_max=32)
 
 
 @pytest.fixture(scope="module")
 def policy(engine):
-    from ttsopt.search.llamacpp_policy import LlamaCppPolicy
+    from ttsopt.search.engines.llamacpp_policy import LlamaCppPolicy
 
     return LlamaCppPolicy("smollm2-135m", engine=engine, prompt_format=plain_format(), max_active=16)
 
 
 def _cold_logits(gguf, ids):
-    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+    from ttsopt.search.engines.llamacpp_engine import LlamaCppEngine
 
     cold = LlamaCppEngine(gguf, n_ctx=2048, n_seq_max=2)
     try:
@@ -100,7 +100,7 @@ def test_forked_sequences_decode_like_the_original(engine):
 
 
 def test_idle_sequences_are_evicted_when_slots_run_out(gguf):
-    from ttsopt.search.llamacpp_engine import LlamaCppEngine
+    from ttsopt.search.engines.llamacpp_engine import LlamaCppEngine
 
     small = LlamaCppEngine(gguf, n_ctx=1024, n_seq_max=3)
     try:
@@ -115,7 +115,7 @@ def test_idle_sequences_are_evicted_when_slots_run_out(gguf):
 
 
 def test_the_sampler_draws_from_the_tempered_softmax():
-    from ttsopt.search.llamacpp_policy import sample_rows
+    from ttsopt.search.engines.llamacpp_policy import sample_rows
 
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32))
     rng = np.random.default_rng(0)
@@ -213,7 +213,7 @@ def test_llamacpp_and_transformers_agree_on_the_next_token_distribution(engine):
     either sees nearly the same distribution, so switching engines keeps outputs' distribution."""
     import torch
 
-    from ttsopt.search.models import load_causal_lm
+    from ttsopt.search.engines.models import load_causal_lm
 
     model, tok = load_causal_lm("smollm2-135m", dtype="float32")
     for text in ("Question: What is 7 + 8?\nAnswer:\n", "A box holds 4 rows of 6 eggs. 5 eggs break. So 4 * 6 ="):

@@ -12,9 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ttsopt.search import Completion, Generation, SamplingParams
-from ttsopt.search.openai_policy import OpenAIPolicy, OpenAIServerError, completions_from_response
-from ttsopt.search.policy_server import serve_in_background, start_background
-from ttsopt.search.prompts import PromptFormat, plain_format
+from ttsopt.search.engines.openai_policy import OpenAIPolicy, OpenAIServerError, completions_from_response
+from ttsopt.search.engines.policy_server import serve_in_background, start_background
+from ttsopt.search.engines.prompts import PromptFormat, plain_format
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 
@@ -317,7 +317,7 @@ def test_bad_arguments_are_refused_early():
 
 
 def test_remote_transformers_policy_matches_the_local_one(tiny_model_dir):
-    hf_policy = pytest.importorskip("ttsopt.search.hf_policy", reason="search/hf_policy.py not written yet")
+    hf_policy = pytest.importorskip("ttsopt.search.engines.hf_policy")
     local = hf_policy.TransformersPolicy(str(tiny_model_dir))
     params = SamplingParams(n=2, temperature=0.8, max_tokens=12, stop=("\n\n",), seed=3)
     with serve_in_background(local, model_name="tiny") as server:
@@ -339,7 +339,7 @@ def test_remote_transformers_policy_matches_the_local_one(tiny_model_dir):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_embedded_model_served_over_http_writes_steps():
-    hf_policy = pytest.importorskip("ttsopt.search.hf_policy", reason="search/hf_policy.py not written yet")
+    hf_policy = pytest.importorskip("ttsopt.search.engines.hf_policy")
     local = hf_policy.TransformersPolicy("smollm2-135m")
     with serve_in_background(local) as server:
         remote = OpenAIPolicy(server.url, local.name, tokenizer="smollm2-135m")

@@ -512,7 +512,7 @@ def test_math_shepherd_loads_from_a_folder_through_the_registry(tmp_path, tok):
 @pytest.mark.slow
 def test_real_tokenizer_and_model_smollm2():
     """The formats on a real BPE tokenizer and chat template (SmolLM2-135M as a stand-in PRM backbone)."""
-    from ttsopt.search.models import load_causal_lm
+    from ttsopt.search.engines.models import load_causal_lm
 
     model, tokenizer = load_causal_lm("smollm2-135m", dtype="float32")
     rlhflow = RLHFlowPRM.from_model(model, tokenizer, batch_size=4)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ttsopt.search.prm.processbench import (
+from ttsopt.train.processbench import (
     ProcessBenchExample,
     ProcessBenchFormatError,
     best_threshold,

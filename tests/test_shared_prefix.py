@@ -16,7 +16,7 @@ import torch
 
 from ttsopt.search.types import SamplingParams
 
-from ttsopt.search.hf_policy import TransformersPolicy
+from ttsopt.search.engines.hf_policy import TransformersPolicy
 
 QUESTION = "What is 3 + 4?"
 CONTINUATION = "Tom has 5 apples"
@@ -85,8 +85,8 @@ def test_seeded_shared_sampling_repeats_and_seeds_differ(policy):
 @pytest.mark.parametrize("path", ["fused", "matmul"])
 @pytest.mark.parametrize("counts", [[3, 3], [3, 1]], ids=["even groups", "a group that lost rows"])
 def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts, path, monkeypatch):
-    from ttsopt.search import shared_prefix
-    from ttsopt.search.shared_prefix import PrefixContext, shared_prefix_attention
+    from ttsopt.search.engines import shared_prefix
+    from ttsopt.search.engines.shared_prefix import PrefixContext, shared_prefix_attention
 
     if path == "matmul":
         monkeypatch.setattr(shared_prefix, "_FLASH_CPU", None)
@@ -120,7 +120,7 @@ def test_the_attention_function_equals_attention_over_prefix_and_suffix(counts, 
 
 
 def test_inverse_cdf_draw_never_picks_a_token_without_mass(monkeypatch):
-    from ttsopt.search.hf_policy import _inverse_cdf_draw
+    from ttsopt.search.engines.hf_policy import _inverse_cdf_draw
 
     probs = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0]] * 2)
     for block in (256, 2, 3):  # one block; several, the last one padded
@@ -131,7 +131,7 @@ def test_inverse_cdf_draw_never_picks_a_token_without_mass(monkeypatch):
 
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 1.0), (0.7, 0.9)])
 def test_sampled_tokens_carry_their_raw_log_probability(temperature, top_p):
-    from ttsopt.search.hf_policy import _sample_tokens
+    from ttsopt.search.engines.hf_policy import _sample_tokens
 
     torch.manual_seed(0)
     logits = torch.randn(8, 1000) * 3
@@ -142,7 +142,7 @@ def test_sampled_tokens_carry_their_raw_log_probability(temperature, top_p):
 
 
 def test_inverse_cdf_draw_follows_the_weights_across_blocks():
-    from ttsopt.search.hf_policy import _inverse_cdf_draw
+    from ttsopt.search.engines.hf_policy import _inverse_cdf_draw
 
     torch.manual_seed(0)
     weights = torch.rand(1, 10) ** 3

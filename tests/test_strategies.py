@@ -384,7 +384,7 @@ class ConstantPRM:
 
 @pytest.fixture(scope="module")
 def smollm2():
-    hf_policy = pytest.importorskip("ttsopt.search.hf_policy")
+    hf_policy = pytest.importorskip("ttsopt.search.engines.hf_policy")
     return hf_policy.TransformersPolicy("smollm2-135m")
 
 

@@ -19,7 +19,8 @@ from ttsopt.search.run import run_search
 from ttsopt.train.config import SweepConfigError, config_from_dict, load_config
 from ttsopt.train.pooled import PoolItem, estimate_budgets, subsets
 from ttsopt.train.store import OutcomeStore
-from ttsopt.train.sweep import ChunkWorker, run_sweep
+from ttsopt.train.sweep import run_sweep
+from ttsopt.train.units import ChunkWorker
 
 
 class CoinPolicy:
@@ -313,7 +314,7 @@ def test_problem_features_land_next_to_the_store(tmp_path):
 
 def test_interleaved_order_puts_every_level_in_each_chunk():
     from ttsopt.data import load_problems
-    from ttsopt.train.sweep import chunks, order_problems
+    from ttsopt.train.units import chunks, order_problems
 
     problems = load_problems("builtin:arith", per_level=4, seed=0)
     ordered = order_problems(problems, "interleave_levels")

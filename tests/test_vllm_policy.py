@@ -12,8 +12,8 @@ from types import SimpleNamespace as NS
 import pytest
 
 from ttsopt.search import Completion, Generation, SamplingParams
-from ttsopt.search.prompts import plain_format
-from ttsopt.search.vllm_policy import (
+from ttsopt.search.engines.prompts import plain_format
+from ttsopt.search.engines.vllm_policy import (
     VLLMPolicy,
     generation_from_output,
     parameters_from_config,
@@ -68,7 +68,7 @@ def test_importing_the_module_does_not_import_vllm(tmp_path):
     # A `vllm` that explodes when imported: the module must load without touching it.
     (tmp_path / "vllm").mkdir()
     (tmp_path / "vllm" / "__init__.py").write_text("raise RuntimeError('vllm was imported')\n")
-    code = "import ttsopt.search.vllm_policy, sys; assert 'vllm' not in sys.modules"
+    code = "import ttsopt.search.engines.vllm_policy, sys; assert 'vllm' not in sys.modules"
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": path})
@@ -84,7 +84,7 @@ def test_without_vllm_construction_says_how_to_install_it(monkeypatch):
 def test_parameter_count_comes_from_the_config_alone(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from ttsopt.search.models import count_parameters
+    from ttsopt.search.engines.models import count_parameters
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     assert parameters_from_config(str(tiny_model_dir)) == count_parameters(model) > 0

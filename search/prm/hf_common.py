@@ -287,7 +287,7 @@ def pad_id_of(tokenizer) -> int:
 
 
 def torch_dtype(dtype: str, device: str):
-    from ..models import _dtype, default_dtype
+    from ..engines.models import _dtype, default_dtype
 
     return _dtype(default_dtype(device) if dtype == "auto" else dtype)
 
@@ -295,7 +295,7 @@ def torch_dtype(dtype: str, device: str):
 def load_tokenizer(model: str, **kwargs):
     from transformers import AutoTokenizer
 
-    from ..models import resolve_model_dir
+    from ..engines.models import resolve_model_dir
 
     folder, gguf = resolve_model_dir(model)
     if gguf is not None:

@@ -38,7 +38,7 @@ import inspect
 import string
 from typing import Sequence
 
-from ..models import PRESETS, count_parameters, load_causal_lm
+from ..engines.models import PRESETS, count_parameters, load_causal_lm
 from ..types import StepScores
 
 #: Fields a custom prompt template may use; ``question`` and ``step`` are required.
@@ -357,8 +357,8 @@ class JudgePRM:
     def _setup_llamacpp(self, spec: str, *, batch_size, max_length, prompt, chat, name, engine_options) -> None:
         """The same judge on llama.cpp: the prompts of a solution's steps share their start
         (question, earlier steps), and the engine prefills a shared start once."""
-        from ..llamacpp_engine import LlamaCppEngine, resolve_gguf
-        from ..models import load_tokenizer
+        from ..engines.llamacpp_engine import LlamaCppEngine, resolve_gguf
+        from ..engines.models import load_tokenizer
 
         options = dict(engine_options)
         engine = LlamaCppEngine(resolve_gguf(spec, options.pop("requantize", "auto")), **options)

@@ -56,7 +56,7 @@ class MathShepherdPRM:
     def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
                  max_length: int = 4096, truncation: str = "error", step_prefix: bool = True,
                  step_tag: str = STEP_TAG, good_token: str = GOOD_TOKEN, bad_token: str = BAD_TOKEN):
-        from ..models import load_causal_lm
+        from ..engines.models import load_causal_lm
 
         check_options(batch_size, max_length, truncation)
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype)

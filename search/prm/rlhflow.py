@@ -50,7 +50,7 @@ class RLHFlowPRM:
 
     def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
                  max_length: int = 4096, truncation: str = "error", good_token: str = "+", bad_token: str = "-"):
-        from ..models import load_causal_lm
+        from ..engines.models import load_causal_lm
 
         check_options(batch_size, max_length, truncation)
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype)

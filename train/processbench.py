@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..types import PRM
+from ttsopt.search.types import PRM
 
 
 @dataclass(frozen=True)

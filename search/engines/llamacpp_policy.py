@@ -26,7 +26,7 @@ from .models import PRESETS
 from .prompts import PromptFormat, chat_format, plain_format
 from .continuations import ContinuationIds, check_encoded, check_generate_args
 from .stopping import first_match, marker_window
-from .types import Completion, Generation, SamplingParams
+from ..types import Completion, Generation, SamplingParams
 
 
 ProgressFn = Callable[[int], None]
@@ -79,7 +79,7 @@ class LlamaCppPolicy:
     """The ``Policy`` protocol on llama.cpp (llama-cpp-python), CPU-first.
 
     ``model`` is a preset name or a ``.gguf`` path (``requantize``: see
-    :func:`~ttsopt.search.llamacpp_engine.resolve_gguf`). ``max_active`` sequences decode
+    :func:`~ttsopt.search.engines.llamacpp_engine.resolve_gguf`). ``max_active`` sequences decode
     together (a wave); more samples than that run in several waves, each reusing the
     prompt already in the cache. Engine options (``n_ctx``, ``n_seq_max``,
     ``n_threads``, ``extra_buffers``) go to :class:`LlamaCppEngine`.

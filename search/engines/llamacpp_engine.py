@@ -15,7 +15,7 @@ step-level search cheap here:
 Slots are llama.cpp sequence ids (at most ``n_seq_max``, 256 in llama.cpp); idle slots
 are evicted least recently used when a new request needs one or the cache runs out of
 cells. The engine only moves tokens and logits: sampling and stopping belong to
-:mod:`ttsopt.search.llamacpp_policy`, verdicts to the judge PRM.
+:mod:`ttsopt.search.engines.llamacpp_policy`, verdicts to the judge PRM.
 """
 
 from __future__ import annotations

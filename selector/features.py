@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .grading import normalize_answer
+from ttsopt.data.grading import normalize_answer
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..search.strategy import Strategy
-    from .problem import Problem
+    from ttsopt.search.strategy import Strategy
+    from ttsopt.data.problem import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -589,7 +589,7 @@ def prm_descriptor(spec: str | None, num_parameters: int = 0) -> dict[str, Any]:
     else:
         if not isinstance(spec, str) or not spec.strip():
             raise ValueError(f"prm_descriptor: need a PRM spec, got {spec!r}")
-        from ..search.registry import PRM_FAMILIES
+        from ttsopt.search.registry import PRM_FAMILIES
 
         family, _, rest = spec.strip().partition(":")
         if family not in PRM_FAMILIES:
@@ -607,7 +607,7 @@ def prm_descriptor(spec: str | None, num_parameters: int = 0) -> dict[str, Any]:
 def strategy_descriptor(strategy: "Strategy | str") -> dict[str, Any]:
     """``strategy_*`` columns of a :class:`~ttsopt.search.Strategy` (or its key)."""
     if isinstance(strategy, str):
-        from ..search.strategy import Strategy
+        from ttsopt.search.strategy import Strategy
 
         strategy = Strategy.from_key(strategy)
     for attr in ("method", "n", "m", "agg", "vote", "max_depth"):

@@ -26,7 +26,7 @@ from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
 from .continuations import ContinuationIds, check_encoded, check_generate_args
 from .stopping import first_match, marker_window
-from .types import Completion, Generation, SamplingParams
+from ..types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class TransformersPolicy:
         self.logprobs = logprobs
         self.num_parameters = count_parameters(model)
         #: sample n > 1 completions per prompt over one shared copy of the prompt's KV
-        #: (search/shared_prefix.py); ``shared_rows`` samples decode together
+        #: (search/engines/shared_prefix.py); ``shared_rows`` samples decode together
         self.shared_prefix = shared_prefix
         self.shared_rows = shared_rows
         self._continuations = ContinuationIds()
@@ -440,7 +440,7 @@ class TransformersPolicy:
                                   logprob=logprobs[row] if self.logprobs else None))
         return out, kept
 
-    # ---- n samples of a prompt over one shared prefix (search/shared_prefix.py) -------------
+    # ---- n samples of a prompt over one shared prefix (search/engines/shared_prefix.py) -------------
 
     def _can_share(self, encoded: list[list[int]], params: SamplingParams) -> bool:
         from . import shared_prefix

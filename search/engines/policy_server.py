@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .types import Policy, SamplingParams
+from ..types import Policy, SamplingParams
 
 
 def create_app(policy: Policy, *, model_name: str | None = None):

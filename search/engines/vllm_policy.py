@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from .openai_policy import all_stop_strings, settle_stop
 from .prompts import PromptFormat, default_format
-from .types import Completion, Generation, SamplingParams
+from ..types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
 

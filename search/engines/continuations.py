@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Sequence
 
-from .types import SamplingParams
+from ..types import SamplingParams
 
 #: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
 CONTINUATION_CACHE_SIZE = 8192

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import httpx
 
 from .prompts import PromptFormat, default_format, plain_format
-from .types import Completion, Generation, SamplingParams
+from ..types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
 
