@@ -50,7 +50,8 @@ from typing import Any, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ttsopt.search.strategy import Strategy  # noqa: E402  (after the offline default)
+from ttsopt.data.files import atomic_write_text  # noqa: E402  (after the offline default)
+from ttsopt.search.strategy import Strategy  # noqa: E402
 from ttsopt.search.types import Generation, SamplingParams  # noqa: E402
 
 #: Beam width (beam search) and expansion per subtree (DVTS), as in the paper's settings.
@@ -357,10 +358,7 @@ def build_report(rows: Sequence[dict[str, Any]], *, machine: dict[str, Any], com
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """Write atomically, so a run interrupted mid-write never leaves a half file behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def _fmt(value: Any, digits: int) -> str:

@@ -30,7 +30,6 @@ import math
 import operator
 import os
 import re
-import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ttsopt.data.files import atomic_write_bytes
 from ttsopt.data.grading import normalize_answer
 
 if TYPE_CHECKING:
@@ -299,7 +299,7 @@ class PCAReducer:
             raise ValueError(f"saved PCA reducer lacks {e.args[0]!r}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        _atomic_write(Path(path), json.dumps(self.to_dict()).encode("utf-8"))
+        atomic_write_bytes(Path(path), json.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "PCAReducer":
@@ -367,7 +367,7 @@ class EmbeddingCache:
                 encoder=np.array(self.encoder),
                 version=np.array(FEATURE_VERSION),
             )
-            _atomic_write(self.path, buf)
+            atomic_write_bytes(self.path, buf)
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -376,24 +376,6 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ttsopt.data.files import atomic_path
+
 SCHEMA_VERSION = 2
 # version 2 added outcomes.engine (which engine generated the row; NULL in rows from version 1)
 
@@ -202,14 +204,10 @@ class OutcomeStore:
         return pd.read_sql_query("SELECT * FROM problems ORDER BY rowid", self._db)
 
     def export_parquet(self, path: str | Path, *, with_candidates: bool = False) -> Path:
-        """Write the outcome table as Parquet (atomically: temp file, then rename)."""
-        import os
-
+        """Write the outcome table as Parquet, atomically (drivers sharing a store may export at once)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self.outcomes(with_candidates=with_candidates).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.outcomes(with_candidates=with_candidates).to_parquet(tmp, index=False)
         return path
 
 

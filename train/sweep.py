@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ttsopt.data import Problem
+from ttsopt.data.files import atomic_path
 
 from .config import SweepConfig
 from .store import OutcomeStore
@@ -75,7 +76,6 @@ def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: 
     them is fitted on the training split when the selector is trained, so that evaluation
     problems never shape it. Returns the path of ``features.parquet``.
     """
-    import os
     from pathlib import Path
 
     import pandas as pd
@@ -91,7 +91,6 @@ def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: 
         emb = pd.DataFrame(raw, index=frame.index, columns=[f"raw_emb_{i}" for i in range(raw.shape[1])])
         frame = pd.concat([frame, emb], axis=1)
     path = out_dir / "features.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    frame.reset_index().to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.reset_index().to_parquet(tmp, index=False)
     return path

@@ -1,0 +1,69 @@
+"""Atomic file writes: a reader, or a second process writing the same file, never sees half of one.
+
+Every writer here (feature caches, store and snapshot exports, de-quantised model folders,
+benchmark reports) writes to a temporary name that is unique to the process *and* the call
+in the target's own folder, then ``os.replace``s it onto the target. Unique names matter
+because several sweep drivers share one store folder: two drivers exporting at the same
+moment through a fixed ``x.tmp`` would write into each other's file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, directory: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary path next to ``path``; on success it replaces ``path``.
+
+    ``directory``: the temporary path is an empty folder (for ``save_pretrained`` and the like).
+    ``keep_existing``: if ``path`` appeared meanwhile (another process made the same cache
+    entry), keep that one and discard ours. On an exception the temporary path is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if keep_existing and path.exists():
+            _remove(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
