@@ -236,6 +236,10 @@ def sweep(
                                         "can split a sweep by pair into one store"),
     chunks: Optional[str] = typer.Option(None, help="only these chunks of chunk_size problems, 0-based "
                                          "(e.g. 5-9 or 0,2): split one pair's work between drivers on one store"),
+    from_snapshot: Optional[Path] = typer.Option(None, "--from", help="first load the units of this committed "
+                                                 "snapshot folder into the store (resume on another machine)"),
+    snapshot: Optional[Path] = typer.Option(None, help="export the store as a snapshot folder at the end "
+                                            "(new units only; see `ttsopt snapshot`)"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
     from ttsopt.data import load_problems
@@ -274,6 +278,10 @@ def sweep(
         except ValueError:
             con.print(f"[red]error:[/] --chunks {chunks!r}: expected indices and ranges like 5-9 or 0,2,4")
             raise typer.Exit(2)
+    if limit is not None and limit % cfg.chunk_size:
+        # a shorter last chunk would be marked done and never grow to its full size later
+        con.print(f"[red]error:[/] --limit must be a multiple of chunk_size ({cfg.chunk_size}), got {limit}")
+        raise typer.Exit(2)
     # Ordered first, then cut: `--limit K` is the first K problems the full sweep would run.
     problems = order_problems(load_problems(cfg.problems, **cfg.problem_options), cfg.order)[:limit]
     if only_chunks is not None:
@@ -285,14 +293,37 @@ def sweep(
     con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from ttsopt.train.snapshot import export_snapshot, import_snapshot
+    from ttsopt.train.store import StoreMismatchError
+
     t0 = time.perf_counter()
-    with OutcomeStore(store_path) as db:
+    try:
+        opened = OutcomeStore(store_path)
+    except StoreMismatchError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    with opened as db:
+        if from_snapshot is not None:
+            try:
+                n = import_snapshot(from_snapshot, db, fingerprint=cfg.fingerprint())
+            except (StoreMismatchError, FileNotFoundError) as e:
+                con.print(f"[red]error:[/] {e}")
+                raise typer.Exit(2)
+            con.print(f"{n} units loaded from the snapshot {from_snapshot}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=con) as bar:
-            counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
-                               ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
+            try:
+                counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
+                                   ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
+            except StoreMismatchError as e:
+                bar.stop()
+                con.print(f"[red]error:[/] {e}")
+                raise typer.Exit(2)
         df = db.outcomes()
         parquet = db.export_parquet(store_path.with_suffix(".parquet"))
+        if snapshot is not None:
+            manifest = export_snapshot(db, snapshot, name=cfg.name)
+            con.print(f"snapshot {snapshot}: {len(manifest['shards'])} shards, {manifest['counts']}")
     with con.status("problem features ..."):
         features = write_problem_features(problems, store_path.parent, embeddings=embeddings)
     con.print(f"{counts['done']} units run, {counts['skipped']} already in the store; {time.perf_counter() - t0:.1f} s")
@@ -318,6 +349,29 @@ def _parse_indices(text: str) -> list[int]:
     if not out:
         raise ValueError(text)
     return sorted(out)
+
+
+@app.command()
+def snapshot(
+    store: Path = typer.Argument(..., help="outcome store (SQLite) of a sweep"),
+    out: Path = typer.Option(..., help="snapshot folder (created, or extended with a new shard)"),
+) -> None:
+    """Export a store's units committed since the last export as Parquet files a sweep resumes from
+    (`ttsopt sweep CONFIG --from OUT`); safe while drivers write the store."""
+    from ttsopt.train.snapshot import export_snapshot
+    from ttsopt.train.store import OutcomeStore, StoreMismatchError
+
+    con = _console()
+    if not store.is_file():
+        con.print(f"[red]error:[/] no store at {store}")
+        raise typer.Exit(2)
+    try:
+        with OutcomeStore(store) as db:
+            manifest = export_snapshot(db, out, name=store.parent.name)
+    except StoreMismatchError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    con.print(f"{out}: {len(manifest['shards'])} shards; rows {manifest['counts']}")
 
 
 @app.command("prm-eval")

@@ -11,6 +11,13 @@ Every problem stores its operands and the formula over them in ``metadata`` so t
 anyone (a test, a calculator PRM) can recompute the answer without trusting the text.
 Generation is deterministic in ``(seed, level)``, and asking for more problems per level
 only appends: the first k problems of a level do not depend on ``per_level``.
+
+Ids carry the seed (``arith-s{seed}-L{level}-{index:04d}``), so two seeds never share an
+id; the same question text can still recur across seeds (level 1 has 81 sums), which is
+why splits group by :attr:`Problem.key`, not by id. A level whose kinds have no fresh
+question left draws from its *extra* kinds (the same arithmetic, worded differently), so a
+large set has distinct texts; draws that found a fresh question before never reach them,
+so the problems of every earlier set are unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from .problem import Problem
+from .problem import Problem, question_key
 
 SOURCE = "builtin:arith"
 DEFAULT_PER_LEVEL = 20
@@ -122,6 +129,26 @@ def _level5(rng: random.Random) -> _Drawn:
     return _Drawn(q, value, f"word-3step-{template}", (a, b, c, d), expr)
 
 
+def _level1_words(rng: random.Random) -> _Drawn:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    text = rng.choice(("What is the sum of {a} and {b}?", "Add {a} and {b}. What do you get?",
+                       "What is {a} plus {b}?"))
+    return _Drawn(text.format(a=a, b=b), a + b, "add-1digit-words", (a, b), "a + b")
+
+
+def _level2_words(rng: random.Random) -> _Drawn:
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    text = rng.choice(("What is {a} times {b}?", "What is the product of {a} and {b}?",
+                       "Multiply {a} by {b}. What do you get?"))
+    return _Drawn(text.format(a=a, b=b), a * b, "mul-1digit-words", (a, b), "a * b")
+
+
+#: Kinds a level draws from once its own kinds have no fresh question left.
+EXTRA_KINDS: dict[int, Callable[[random.Random], _Drawn]] = {1: _level1_words, 2: _level2_words}
+
+#: Tries at a fresh question before a level falls back to its extra kinds (or repeats).
+FRESH_TRIES = 50
+
 LEVELS: dict[int, tuple[str, Callable[[random.Random], _Drawn]]] = {
     1: ("one-digit addition", _level1),
     2: ("one-digit multiplication", _level2),
@@ -131,11 +158,13 @@ LEVELS: dict[int, tuple[str, Callable[[random.Random], _Drawn]]] = {
 }
 
 
-def arith_problems(per_level: int = DEFAULT_PER_LEVEL, seed: int = 0, levels: tuple[int, ...] | None = None) -> list[Problem]:
-    """``per_level`` problems for each level, ids ``arith-L{level}-{index:04d}``, deterministic in ``seed``.
+def arith_problems(per_level: int = DEFAULT_PER_LEVEL, seed: int = 0, levels: tuple[int, ...] | None = None,
+                   exclude: frozenset[str] | set[str] = frozenset()) -> list[Problem]:
+    """``per_level`` problems for each level, ids ``arith-s{seed}-L{level}-{index:04d}``, deterministic in ``seed``.
 
-    Questions repeat within a level only when the level has fewer distinct questions
-    than asked for (level 1 has 81).
+    Questions are distinct within a level while the level and its extra kinds have fresh
+    ones. ``exclude``: question keys (:func:`~ttsopt.data.problem.question_key`) never to draw,
+    e.g. those of another set, so that a training set shares no question with it.
     """
     if per_level < 0:
         raise ValueError(f"per_level must be >= 0, got {per_level}")
@@ -147,16 +176,18 @@ def arith_problems(per_level: int = DEFAULT_PER_LEVEL, seed: int = 0, levels: tu
     for level in chosen:
         description, draw = LEVELS[level]
         rng = random.Random(f"ttsopt-arith:{seed}:{level}")  # str seeds hash the same in every process
-        seen: set[str] = set()
+        extra_rng = random.Random(f"ttsopt-arith-extra:{seed}:{level}")
+        seen: set[str] = set(exclude)
         for index in range(per_level):
-            for _ in range(50):  # a fresh question if one is left; a repeat otherwise
+            drawn = _fresh(draw, rng, seen)
+            if drawn is None and level in EXTRA_KINDS:
+                drawn = _fresh(EXTRA_KINDS[level], extra_rng, seen)
+            if drawn is None:  # nothing fresh anywhere: a repeat, as the level allows
                 drawn = draw(rng)
-                if drawn.question not in seen:
-                    break
-            seen.add(drawn.question)
+            seen.add(question_key(drawn.question))
             problems.append(
                 Problem(
-                    id=f"arith-L{level}-{index:04d}",
+                    id=f"arith-s{seed}-L{level}-{index:04d}",
                     question=drawn.question,
                     answer=str(drawn.answer),
                     source=SOURCE,
@@ -172,3 +203,12 @@ def arith_problems(per_level: int = DEFAULT_PER_LEVEL, seed: int = 0, levels: tu
                 )
             )
     return problems
+
+
+def _fresh(draw: Callable[[random.Random], _Drawn], rng: random.Random, seen: set[str]) -> _Drawn | None:
+    """A draw whose question key is not in ``seen``, within ``FRESH_TRIES`` tries; else None."""
+    for _ in range(FRESH_TRIES):
+        drawn = draw(rng)
+        if question_key(drawn.question) not in seen:
+            return drawn
+    return None

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 from .arith import DEFAULT_PER_LEVEL, SOURCE as ARITH_SOURCE, arith_problems
-from .problem import Problem
+from .problem import Problem, question_key
 
 QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "query")
 # extracted_groundtruth first: AIME24 dumps carry it next to a looser ``answer``.
@@ -82,9 +82,11 @@ def _int_option(options: dict[str, Any], key: str, where: str) -> int | None:
 
 
 def _load_arith(source: str, *, seed: int, per_level: int | None = None, levels: Iterable[int] | None = None,
-                **unexpected: Any) -> list[Problem]:
+                exclude: str | Iterable[str] | None = None, **unexpected: Any) -> list[Problem]:
+    """``exclude``: a problem source (any form ``load_problems`` takes) or question texts whose
+    questions this set must not contain (a training set disjoint from an evaluation set)."""
     if unexpected:
-        raise TypeError(f"{ARITH_SOURCE} takes per_level=, seed=, levels=; not {sorted(unexpected)}")
+        raise TypeError(f"{ARITH_SOURCE} takes per_level=, seed=, levels=, exclude=; not {sorted(unexpected)}")
     _, options = _split_options(source)
     extra = set(options) - {"n", "per_level", "seed", "levels"}
     if extra:
@@ -101,7 +103,16 @@ def _load_arith(source: str, *, seed: int, per_level: int | None = None, levels:
         per_level=DEFAULT_PER_LEVEL if n is None else n,
         seed=gen_seed,
         levels=None if levels is None else tuple(levels),
+        exclude=_excluded_keys(exclude),
     )
+
+
+def _excluded_keys(exclude: str | Iterable[str] | None) -> frozenset[str]:
+    if exclude is None:
+        return frozenset()
+    if isinstance(exclude, str):
+        return frozenset(p.key for p in load_problems(exclude))
+    return frozenset(question_key(q) for q in exclude)
 
 
 # ---------------------------------------------------------------------------------------

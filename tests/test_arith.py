@@ -14,7 +14,9 @@ from ttsopt.data import is_equivalent, load_problems
 # Written from the level descriptions, not from the generator: operands -> answer.
 RECOMPUTE = {
     "add-1digit": lambda a, b: a + b,
+    "add-1digit-words": lambda a, b: a + b,
     "mul-1digit": lambda a, b: a * b,
+    "mul-1digit-words": lambda a, b: a * b,
     "add-2digit": lambda a, b: a + b,
     "sub-2digit": lambda a, b: a - b,
     "word-2step-0": lambda a, b, c: a + b * c,  # has a, buys b bags of c
@@ -52,10 +54,10 @@ def arith():
 def test_default_is_twenty_problems_on_each_of_five_levels(arith):
     assert Counter(p.level for p in arith) == {1: 20, 2: 20, 3: 20, 4: 20, 5: 20}
     assert all(p.source == "builtin:arith" for p in arith)
-    assert arith[0].id == "arith-L1-0000"
-    assert all(re.fullmatch(r"arith-L[1-5]-\d{4}", p.id) for p in arith)
+    assert arith[0].id == "arith-s0-L1-0000"
+    assert all(re.fullmatch(r"arith-s0-L[1-5]-\d{4}", p.id) for p in arith)
     assert len({p.id for p in arith}) == len(arith)
-    assert "arith-L3-0007" in {p.id for p in arith}
+    assert "arith-s0-L3-0007" in {p.id for p in arith}
 
 
 def test_answers_match_an_independent_recomputation_from_the_operands(arith):
@@ -129,3 +131,51 @@ def test_a_worked_answer_in_the_prompt_format_grades_correct(arith):
     for p in arith[::10]:
         assert is_equivalent(f"{p.metadata['expression']} = {p.answer}\n\nThe answer is {p.answer}.", p.answer)
         assert not is_equivalent(f"The answer is {int(p.answer) + 1}.", p.answer)
+
+
+def _digest(problems) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr([(p.question, p.answer) for p in problems]).encode()).hexdigest()[:16]
+
+
+def test_questions_of_earlier_sets_never_change():
+    # digests of (question, answer) lists made by the generator before ids carried the seed and
+    # before the extra kinds existed: sets that never ran out of fresh questions are unchanged.
+    from ttsopt.data.arith import arith_problems
+
+    assert _digest(arith_problems(20, 0)) == "dd16aca4423e5bad"  # arith-embedded's problems
+    assert _digest(arith_problems(30, 1)) == "c61af77ebe949cdc"
+    assert _digest(arith_problems(60, 7)) == "55a4380e4dfd13b1"
+
+
+def test_ids_are_unique_across_seeds_while_the_question_key_follows_the_text():
+    from ttsopt.data.arith import arith_problems
+
+    a, b = arith_problems(81, 0, levels=(1,)), arith_problems(81, 1, levels=(1,))
+    assert not {p.id for p in a} & {p.id for p in b}
+    shared = {p.key for p in a} & {p.key for p in b}
+    assert shared  # 81 sums: two seeds cover the same questions under other ids
+    by_key = {p.key: p.question for p in a}
+    assert all(by_key[p.key] == p.question for p in b if p.key in shared)
+
+
+def test_a_large_level_draws_fresh_questions_from_its_extra_kinds():
+    from ttsopt.data.arith import arith_problems
+
+    level1 = arith_problems(150, 2, levels=(1,))
+    assert len({p.key for p in level1}) == 150  # one-digit sums alone have 81
+    kinds = [p.metadata["kind"] for p in level1]
+    first_extra = kinds.index("add-1digit-words")
+    assert set(kinds[:first_extra]) == {"add-1digit"} and first_extra > 60  # only once sums run out
+    assert set(kinds) == {"add-1digit", "add-1digit-words"}
+
+
+def test_exclude_keeps_another_sets_questions_out():
+    from ttsopt.data import question_key
+
+    held_out = load_problems("builtin:arith", per_level=20, seed=0)
+    train = load_problems("builtin:arith", per_level=100, seed=1, exclude="builtin:arith?per_level=20&seed=0")
+    assert len(train) == 500 and len({p.key for p in train}) == 500
+    assert not {p.key for p in train} & {p.key for p in held_out}
+    assert question_key("What is  1 + 4?\n") == question_key("What is 1 + 4?")

@@ -26,7 +26,7 @@ def test_run_writes_one_result_per_problem_and_resumes(tmp_path, tiny_model_dir)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["problem_id"] for r in rows] == ["arith-L1-0000", "arith-L1-0001", "arith-L1-0002"]
+    assert [r["problem_id"] for r in rows] == ["arith-s0-L1-0000", "arith-s0-L1-0001", "arith-s0-L1-0002"]
     assert all(r["strategy"] == "majority:n=2" and r["compute"]["policy_generated_tokens"] > 0 for r in rows)
     assert "accuracy" in result.output
     again = runner.invoke(app, [*args, "--resume"])

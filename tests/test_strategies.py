@@ -132,15 +132,17 @@ def test_beam_scores_whole_paths_with_the_aggregation():
     assert [c.score for c in result.candidates] == [.9, .6]  # min(.9, .95), min(.8, .6, .7)
 
 
-def test_beam_compute_counts_every_prompt_once_per_call():
+def test_beam_compute_charges_the_prompt_once_and_keeps_the_re_sent_context_apart():
     result, _, _ = beam_run()
     c = result.compute
-    # prompts: "Q: one A:" (3 words); "... a" and "... c" (4 each); "... c ca" (5)
-    assert c.policy_prompt_tokens == 3 + 4 + 4 + 5
+    # prompts sent: "Q: one A:" (3 words); "... a" and "... c" (4 each); "... c ca" (5)
+    assert c.policy_context_tokens == 3 + 4 + 4 + 5
+    assert c.policy_prompt_tokens == 3  # what a KV-caching engine must read: the prompt once
     # depth 1: 4 one-word steps; depth 2: aa 1 + ab 5 + ca 1 + cb 1; depth 3: caa 5 + cab 5
     assert c.policy_generated_tokens == 4 + 8 + 10
     assert c.prm_tokens == 4 * 1 + 4 * 2 + 2 * 3  # one token per step the PRM read
-    assert c.policy_flops == 2 * POLICY_PARAMS * (16 + 22)
+    assert c.tokens == 3 + 22 + 18
+    assert c.policy_flops == 2 * POLICY_PARAMS * (3 + 22)
     assert c.prm_flops == 2 * PRM_PARAMS * 18
     assert c.wall_time_s > 0
 

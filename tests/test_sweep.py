@@ -191,24 +191,23 @@ def test_drivers_given_disjoint_chunks_write_the_rows_of_one_undivided_sweep(tmp
 
 _ROW = {"policy": "a", "prm": "", "problem_id": "p", "strategy": "cot", "seed": 0, "method": "cot", "n": 1, "m": 1,
         "correct": 1.0, "n_subsets": 1, "pooled": 0, "policy_prompt_tokens": 10, "policy_generated_tokens": 5,
-        "prm_tokens": 0, "policy_flops": 1.0, "prm_flops": 0.0, "flops": 1.0, "wall_time_s": 0.1,
+        "prm_tokens": 0, "tokens": 15, "policy_context_tokens": 10, "policy_flops": 1.0, "prm_flops": 0.0, "flops": 1.0, "wall_time_s": 0.1,
         "candidates": [], "trace": {}, "created_at": 0.0}
 
 
-def test_rows_name_the_engine_and_a_version_1_store_gains_the_column(tmp_path):
+def test_rows_name_the_engine_and_a_store_of_an_older_schema_is_refused(tmp_path):
+    from ttsopt.train.store import StoreMismatchError
+
     probs, policy = _problems(4)
     assert set(_run(tmp_path, "s", probs, policy).outcomes()["engine"]) == {"transformers"}
-    old = tmp_path / "v1.sqlite"
+    old = tmp_path / "v2.sqlite"
     with OutcomeStore(old) as db:
         db.commit_unit("u", [{**_ROW, "engine": "llamacpp"}])
-    con = sqlite3.connect(old)  # make it what ttsopt 1 wrote: no engine column, schema 1
-    con.executescript("ALTER TABLE outcomes DROP COLUMN engine; UPDATE meta SET value='1';")
+    con = sqlite3.connect(old)  # what ttsopt wrote before tree replicas and one compute measure
+    con.executescript("UPDATE meta SET value='2' WHERE key='schema_version';")
     con.close()
-    with OutcomeStore(old) as db:
-        assert db.outcomes()["engine"].isna().all() and len(db.outcomes()) == 1
-        db.commit_unit("u2", [{**_ROW, "problem_id": "q", "engine": "llamacpp"}])
-        engines = db.outcomes()["engine"]
-        assert engines.isna().tolist() == [True, False] and engines.iloc[1] == "llamacpp"
+    with pytest.raises(StoreMismatchError, match="schema 2"):
+        OutcomeStore(old)
 
 
 def test_rerunning_a_finished_sweep_does_nothing(tmp_path):

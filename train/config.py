@@ -14,6 +14,8 @@ A YAML or TOML file, e.g.::
       dvts: {m: [4], agg: [last], vote: [prm_vote]}
     budgets: [1, 2, 4, 8, 16]
     seeds: [0]
+    tree_seeds: 3              # replicas of every beam/DVTS run (their label is the mean)
+    probe: {k: 4, seed: 4242}  # optional: k cheap samples per problem a router may look at
     n_subsets: 16
     sampling: {temperature: 0.7, max_tokens: 256, step_max_tokens: 96}
     engine: llamacpp        # optional; transformers by default
@@ -21,11 +23,20 @@ A YAML or TOML file, e.g.::
 
 Best-of-N and majority are pooled (one pool of max(budgets) samples per problem);
 beam search and DVTS run at each budget, with the beam width capped at the budget.
+A pair may be limited to the first problems: ``{pair: smollm2-135m+judge, max_problems: 100}``
+(a multiple of ``chunk_size``).
+
+:meth:`SweepConfig.fingerprint` hashes everything that changes an existing row (problems,
+order, chunking, sampling, budgets, pooled rules, engine, device, probe settings); the store
+refuses to resume under another fingerprint. Pairs, tree methods, seeds and tree replicas
+only add or remove units, so they are not part of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +45,18 @@ from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
 from ttsopt.search.strategy import AGGREGATIONS, METHODS, VOTES, Strategy
 
 
-ORDERS = ("as_loaded", "interleave_levels")
+ORDERS = ("as_loaded", "interleave_levels", "interleave_kinds")
+
+#: Bumped whenever the meaning of a stored row changes without a config change.
+OUTCOME_VERSION = 3
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """k samples per problem at the pool's temperature, drawn with their own seed (never the pool's)."""
+
+    k: int = 4
+    seed: int = 4242
 
 
 class SweepConfigError(ValueError):
@@ -62,7 +84,31 @@ class SweepConfig:
     #: "as_loaded" or "interleave_levels": chunks then mix levels, so a sweep stopped part
     #: way has rows for every level (chunks run in order)
     order: str = "as_loaded"
+    #: replicas of every tree (beam/DVTS) unit, each with its own seed; labels average them
+    tree_seeds: int = 1
+    probe: ProbeConfig | None = None
+    #: pair name -> how many of the first problems it runs on (None: all)
+    max_problems: dict[str, int] = field(default_factory=dict)
     source: str = "<dict>"
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What changes an existing row's content: the fingerprint's input, as plain JSON."""
+        return {
+            "outcome_version": OUTCOME_VERSION, "problems": self.problems,
+            "problem_options": {k: self.problem_options[k] for k in sorted(self.problem_options)},
+            "order": self.order, "chunk_size": self.chunk_size, "temperature": self.temperature,
+            "max_tokens": self.max_tokens, "step_max_tokens": self.step_max_tokens, "max_depth": self.max_depth,
+            "budgets": self.budgets, "n_subsets": self.n_subsets, "pooled_rules": self.pooled_rules(),
+            "engine": self.engine, "device": self.device,
+            "probe": None if self.probe is None else {"k": self.probe.k, "seed": self.probe.seed},
+        }
+
+    def fingerprint(self) -> str:
+        text = json.dumps(self.fingerprint_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+    def problem_limit(self, pair: Pair) -> int | None:
+        return self.max_problems.get(pair.name)
 
     @property
     def n_max(self) -> int:
@@ -135,7 +181,7 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 _KEYS = {"name", "problems", "problem_options", "pairs", "methods", "budgets", "seeds", "n_subsets",
-         "sampling", "max_depth", "chunk_size", "device", "engine", "order"}
+         "sampling", "max_depth", "chunk_size", "device", "engine", "order", "tree_seeds", "probe"}
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepConfig:
@@ -149,8 +195,21 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
         if key not in raw:
             fail(f"missing required key {key!r}")
     pairs: list[Pair] = []
+    max_problems: dict[str, int] = {}
+    chunk_size = int(raw.get("chunk_size", 8))
     for p in raw["pairs"]:
-        if isinstance(p, str):
+        if isinstance(p, dict) and "pair" in p:
+            extra = set(p) - {"pair", "max_problems"}
+            if extra or p["pair"] not in PAIRS:
+                fail(f"a limited pair is {{pair: NAME, max_problems: K}} with NAME one of {', '.join(PAIRS)}; got {p!r}")
+            limit = p.get("max_problems")
+            if limit is not None:
+                if not isinstance(limit, int) or limit < 1 or limit % chunk_size:
+                    fail(f"pair {p['pair']}: max_problems must be a positive multiple of chunk_size "
+                         f"({chunk_size}), got {limit!r}")
+                max_problems[p["pair"]] = limit
+            pairs.append(PAIRS[p["pair"]])
+        elif isinstance(p, str):
             if p not in PAIRS:
                 fail(f"unknown pair {p!r}; known: {', '.join(PAIRS)} (or write {{policy: ..., prm: ...}})")
             pairs.append(PAIRS[p])
@@ -186,6 +245,18 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
     order = str(raw.get("order", "as_loaded"))
     if order not in ORDERS:
         fail(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    tree_seeds = raw.get("tree_seeds", 1)
+    if isinstance(tree_seeds, bool) or not isinstance(tree_seeds, int) or tree_seeds < 1:
+        fail(f"tree_seeds must be a positive integer (replicas of each tree run), got {tree_seeds!r}")
+    probe = None
+    if raw.get("probe") is not None:
+        pr = raw["probe"]
+        if not isinstance(pr, dict) or set(pr) - {"k", "seed"}:
+            fail(f"probe is {{k: K, seed: S}}, got {pr!r}")
+        k, pseed = pr.get("k", 4), pr.get("seed", 4242)
+        if not isinstance(k, int) or k < 1 or not isinstance(pseed, int):
+            fail(f"probe: k must be a positive integer and seed an integer, got {pr!r}")
+        probe = ProbeConfig(k=k, seed=pseed)
     sampling = dict(raw.get("sampling") or {})
     bad = set(sampling) - {"temperature", "max_tokens", "step_max_tokens"}
     if bad:
@@ -203,9 +274,12 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
         max_tokens=int(sampling.get("max_tokens", 256)),
         step_max_tokens=int(sampling.get("step_max_tokens", 96)),
         max_depth=int(raw.get("max_depth", 8)),
-        chunk_size=int(raw.get("chunk_size", 8)),
+        chunk_size=chunk_size,
         device=str(raw.get("device", "cpu")),
         engine=engine,
         order=order,
+        tree_seeds=tree_seeds,
+        probe=probe,
+        max_problems=max_problems,
         source=source,
     )

@@ -1,14 +1,19 @@
 """Budgets from one pool: evaluate Best-of-N and voting at every N <= N_max by subsampling.
 
-Sampling N_max candidates once and scoring each budget N on random N-subsets costs N_max
+Sampling N_max candidates once and scoring each budget N on N-subsets costs N_max
 generations instead of the sum over budgets, and it estimates the *expected* accuracy of
-an N-sample run (the mean over ``n_subsets`` subsets) with less variance than one run.
+an N-sample run (the mean over subsets) with less variance than one run. Where there are
+no more than ``n_subsets`` subsets (N = 1 of a 16-pool: 16 singletons; N = N_max: one)
+every subset is used, so the estimate is exact for that pool: at N = 1 it *is* Pass@1.
 The votes are cast by ``ttsopt.search.aggregate``: the same rules a live search uses.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -31,19 +36,28 @@ class BudgetEstimate:
     agg: str
     vote: str
     accuracy: float          # mean correctness over the subsets
-    answer: str | None       # the answer of the first subset (for inspection)
+    answer: str | None       # the most common answer over the subsets (ties: the first seen)
     generated_tokens: float  # mean over subsets
     prm_tokens: float        # mean over subsets
     n_subsets: int
 
 
 def subsets(pool_size: int, n: int, n_subsets: int, rng: random.Random) -> list[list[int]]:
-    """``n_subsets`` random n-subsets of range(pool_size), each in pool order; the whole pool once if n == pool_size."""
+    """The n-subsets of range(pool_size) a budget is estimated on, each in pool order.
+
+    All of them when there are at most ``n_subsets`` (exact), else ``n_subsets`` random ones.
+    """
     if not 1 <= n <= pool_size:
         raise ValueError(f"budget {n} must be between 1 and the pool size {pool_size}")
-    if n == pool_size:
-        return [list(range(pool_size))]
+    if math.comb(pool_size, n) <= n_subsets:
+        return [list(c) for c in itertools.combinations(range(pool_size), n)]
     return [sorted(rng.sample(range(pool_size), n)) for _ in range(n_subsets)]
+
+
+def modal_answer(answers: Sequence[str | None]) -> str | None:
+    """The answer most subsets gave (None when most gave none); ties go to the first seen."""
+    counts = Counter(answers)
+    return max(counts, key=lambda a: (counts[a], -answers.index(a))) if counts else None
 
 
 def estimate_budgets(
@@ -80,7 +94,8 @@ def estimate_budgets(
                 cands = [_scored(pool[i].candidate, agg, rule) for i in pick]
                 answers.append(vote(cands, rule).answer)
             acc = sum(correct(a) for a in answers) / len(answers)
-            out.append(BudgetEstimate(n, agg, rule, acc, answers[0], gen, prm if rule != "majority" else 0.0, len(picks)))
+            out.append(BudgetEstimate(n, agg, rule, acc, modal_answer(answers), gen,
+                                      prm if rule != "majority" else 0.0, len(picks)))
     return out
 
 

@@ -18,8 +18,11 @@ class _ChunkActor:
     def __init__(self, cfg: SweepConfig, policy: str, prms: Sequence[str]):
         self.worker = ChunkWorker(cfg, policy, prms)
 
+    def fingerprints(self) -> dict[str, str]:
+        return self.worker.fingerprints()
+
     def run_job(self, job: ChunkJob):
-        return list(self.worker.run_units(job.problems, job.units, job.pools))
+        return list(self.worker.run_units(job.problems, job.units, job.pools, job.probes))
 
 
 def run_ray(cfg: SweepConfig, store: OutcomeStore, jobs: dict[str, list[ChunkJob]],
@@ -40,13 +43,17 @@ def run_ray(cfg: SweepConfig, store: OutcomeStore, jobs: dict[str, list[ChunkJob
             continue
         n_actors = max(1, min(int(options.get("actors") or 1), len(policy_jobs)))
         actors = [actor_cls.remote(cfg, policy, by_policy[policy]) for _ in range(n_actors)]
+        from .sweep import claim_models
+
+        for fingerprints in ray.get([a.fingerprints.remote() for a in actors]):
+            claim_models(store, fingerprints)
         pending = {actors[i % n_actors].run_job.remote(job): i for i, job in enumerate(policy_jobs)}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 pending.pop(ref)
-                for unit, outcomes, pools in ray.get(ref):
-                    store.commit_unit(unit.key, outcomes, pools)
+                for unit, rows in ray.get(ref):
+                    store.commit_unit(unit.key, **rows)
                     done += 1
                     if progress is not None:
                         progress.advance(progress_group(unit), 1)

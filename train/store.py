@@ -24,42 +24,59 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ttsopt.data.files import atomic_path
 
-SCHEMA_VERSION = 2
-# version 2 added outcomes.engine (which engine generated the row; NULL in rows from version 1)
+SCHEMA_VERSION = 3
+# 2 added outcomes.engine. 3: tree runs have replicas (outcomes.replica, in the key), rows carry
+# their unit, the question key and one compute measure (prompt once: tokens; re-sent prompt
+# tokens apart: policy_context_tokens), probes have their own table, the sweep's config
+# fingerprint is in meta. Stores of schema 1-2 are refused (their ids and compute differ).
 
 OUTCOME_COLUMNS = (
-    "policy", "prm", "problem_id", "strategy", "seed",
+    "policy", "prm", "problem_id", "question_key", "strategy", "seed", "replica",
     "method", "n", "m", "agg", "vote", "max_depth",
     "answer", "correct", "n_subsets", "pooled",
-    "policy_prompt_tokens", "policy_generated_tokens", "prm_tokens", "policy_flops", "prm_flops", "flops",
+    "policy_prompt_tokens", "policy_generated_tokens", "prm_tokens", "tokens", "policy_context_tokens",
+    "policy_flops", "prm_flops", "flops",
     "wall_time_s", "level", "source", "pass_at_1", "difficulty", "candidates", "trace", "created_at",
-    "engine",
+    "engine", "unit",
 )
+POOL_COLUMNS = ("policy", "prm", "problem_id", "seed", "n_max", "candidates", "compute", "created_at", "unit")
+PROBE_COLUMNS = ("policy", "prm", "problem_id", "seed", "k", "candidates", "compute", "created_at", "unit")
+PROBLEM_COLUMNS = ("problem_id", "question_key", "question", "answer", "source", "metadata")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes (
-    policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, strategy TEXT NOT NULL,
-    seed INTEGER NOT NULL,
+    policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, question_key TEXT,
+    strategy TEXT NOT NULL, seed INTEGER NOT NULL, replica INTEGER NOT NULL DEFAULT 0,
     method TEXT NOT NULL, n INTEGER NOT NULL, m INTEGER NOT NULL, agg TEXT, vote TEXT, max_depth INTEGER,
     answer TEXT, correct REAL NOT NULL, n_subsets INTEGER NOT NULL, pooled INTEGER NOT NULL,
     policy_prompt_tokens REAL NOT NULL, policy_generated_tokens REAL NOT NULL, prm_tokens REAL NOT NULL,
+    tokens REAL NOT NULL, policy_context_tokens REAL NOT NULL,
     policy_flops REAL NOT NULL, prm_flops REAL NOT NULL, flops REAL NOT NULL, wall_time_s REAL NOT NULL,
     level TEXT, source TEXT, pass_at_1 REAL, difficulty TEXT, candidates TEXT, trace TEXT,
-    created_at REAL NOT NULL, engine TEXT,
-    PRIMARY KEY (policy, prm, problem_id, strategy, seed)
+    created_at REAL NOT NULL, engine TEXT, unit TEXT,
+    PRIMARY KEY (policy, prm, problem_id, strategy, seed, replica)
 );
 CREATE TABLE IF NOT EXISTS pools (
     policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, seed INTEGER NOT NULL,
-    n_max INTEGER NOT NULL, candidates TEXT NOT NULL, compute TEXT NOT NULL, created_at REAL NOT NULL,
+    n_max INTEGER NOT NULL, candidates TEXT NOT NULL, compute TEXT NOT NULL, created_at REAL NOT NULL, unit TEXT,
+    PRIMARY KEY (policy, prm, problem_id, seed)
+);
+CREATE TABLE IF NOT EXISTS probes (
+    policy TEXT NOT NULL, prm TEXT NOT NULL, problem_id TEXT NOT NULL, seed INTEGER NOT NULL,
+    k INTEGER NOT NULL, candidates TEXT NOT NULL, compute TEXT NOT NULL, created_at REAL NOT NULL, unit TEXT,
     PRIMARY KEY (policy, prm, problem_id, seed)
 );
 CREATE TABLE IF NOT EXISTS problems (
-    problem_id TEXT PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, source TEXT,
-    metadata TEXT
+    problem_id TEXT PRIMARY KEY, question_key TEXT NOT NULL, question TEXT NOT NULL, answer TEXT NOT NULL,
+    source TEXT, metadata TEXT
 );
 CREATE TABLE IF NOT EXISTS units (unit TEXT PRIMARY KEY, created_at REAL NOT NULL);
 """
+
+
+class StoreMismatchError(RuntimeError):
+    """The store was made by another configuration, model or problem set than the one resuming it."""
 
 
 @dataclass(frozen=True)
@@ -102,16 +119,18 @@ class OutcomeStore:
         _enable_wal(self._db)
         # FULL: a committed unit survives power loss too, not just a killed process.
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        with self._transaction() as db:  # one driver creates or migrates; the others wait and see it done
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        with self._transaction() as db:  # one driver creates the file; the others wait and see it done
+            old = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if old else None
+            if row is not None and int(row[0]) != SCHEMA_VERSION:
+                raise StoreMismatchError(
+                    f"{self.path}: outcome store schema {row[0]}, this ttsopt writes {SCHEMA_VERSION} "
+                    "(problem ids, tree replicas and the compute measure changed); rebuild it with "
+                    "`ttsopt sweep` into a new store")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) == 1:
-                db.execute("ALTER TABLE outcomes ADD COLUMN engine TEXT")
-                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: outcome store schema {row[0]}, this ttsopt writes {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -140,54 +159,85 @@ class OutcomeStore:
         return {r[0] for r in self._db.execute("SELECT unit FROM units")}
 
     def commit_unit(self, unit: str | Sequence[str], outcomes: Sequence[dict[str, Any]] = (),
-                    pools: Sequence[dict[str, Any]] = ()) -> None:
+                    pools: Sequence[dict[str, Any]] = (), probes: Sequence[dict[str, Any]] = (),
+                    *, created_at: float | None = None) -> None:
         """Write a unit's rows and mark it (or several units) done, atomically.
 
-        Writing a done unit again raises ``sqlite3.IntegrityError`` and writes nothing.
+        Every row records the unit that wrote it (the first of ``unit`` when a row does not
+        say), so a snapshot can carry whole units. Writing a done unit again raises
+        ``sqlite3.IntegrityError`` and writes nothing.
         """
-        now = time.time()
+        now = time.time() if created_at is None else created_at
         units = [unit] if isinstance(unit, str) else list(unit)
         with self._transaction() as db:
             for u in units:
                 db.execute("INSERT INTO units VALUES (?, ?)", (u, now))
-            for p in pools:
-                db.execute(
-                    "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (p["policy"], p["prm"], p["problem_id"], p["seed"], p["n_max"],
-                     json.dumps(p["candidates"]), json.dumps(p["compute"]), now),
-                )
-            for o in outcomes:
-                row = {**o, "created_at": now}
-                for k in ("candidates", "trace"):
-                    if row.get(k) is not None and not isinstance(row[k], str):
-                        row[k] = json.dumps(row[k])
-                if row.get("level") is not None:
-                    row["level"] = str(row["level"])
-                db.execute(
-                    f"INSERT INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) VALUES ({', '.join('?' * len(OUTCOME_COLUMNS))})",
-                    tuple(row.get(c) for c in OUTCOME_COLUMNS),
-                )
+            for table, columns, rows in (("pools", POOL_COLUMNS, pools), ("probes", PROBE_COLUMNS, probes),
+                                         ("outcomes", OUTCOME_COLUMNS, outcomes)):
+                for r in rows:
+                    row = {"unit": units[0], "replica": 0, **r, "created_at": r.get("created_at", now)}
+                    for k in ("candidates", "trace", "compute"):
+                        if row.get(k) is not None and not isinstance(row[k], str):
+                            row[k] = json.dumps(row[k])
+                    if row.get("level") is not None:
+                        row["level"] = str(row["level"])
+                    db.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                               tuple(row.get(c) for c in columns))
 
     def add_problems(self, problems: Iterable) -> None:
+        """Record the problems a sweep runs on; a stored id whose question or gold answer
+        differs is an error (a corrected answer would silently mix two labelings)."""
         with self._transaction() as db:
             for p in problems:
-                db.execute(
-                    "INSERT OR IGNORE INTO problems VALUES (?, ?, ?, ?, ?)",
-                    (p.id, p.question, p.answer, p.source, json.dumps(p.metadata, default=str)),
-                )
+                known = db.execute("SELECT question, answer FROM problems WHERE problem_id=?", (p.id,)).fetchone()
+                if known is None:
+                    db.execute("INSERT INTO problems VALUES (?, ?, ?, ?, ?, ?)",
+                               (p.id, p.key, p.question, p.answer, p.source, json.dumps(p.metadata, default=str)))
+                elif tuple(known) != (p.question, p.answer):
+                    what = "gold answer" if known[0] == p.question else "question"
+                    raise StoreMismatchError(
+                        f"{self.path}: problem {p.id!r} is stored with another {what} "
+                        f"({known[1] if what == 'gold answer' else known[0]!r} vs "
+                        f"{p.answer if what == 'gold answer' else p.question!r}); its rows were graded against the "
+                        "stored one: give the corrected problem a new id, or sweep into a new store")
+
+    # -- what made the rows -------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def claim(self, key: str, value: str, *, what: str) -> None:
+        """Record ``value`` under ``key`` the first time; refuse a different value later.
+
+        Used for the sweep's config fingerprint and each model's fingerprint: rows made
+        under one configuration must never be resumed under another.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+                return
+        if row[0] != value:
+            raise StoreMismatchError(f"{self.path}: {what} differs from the one this store was made with "
+                                     f"({key}: stored {row[0][:200]}, now {value[:200]}); sweep into a new store "
+                                     "or restore the original settings")
 
     # -- reading ---------------------------------------------------------------------------
-    def pool(self, policy: str, prm: str, problem_id: str, seed: int) -> dict[str, Any] | None:
+    def pool(self, policy: str, prm: str, problem_id: str, seed: int, *, table: str = "pools") -> dict[str, Any] | None:
+        """A stored pool (or, with ``table="probes"``, a probe) of one problem."""
+        if table not in ("pools", "probes"):
+            raise ValueError(f"unknown pool table {table!r}")
+        size = "n_max" if table == "pools" else "k"
         row = self._db.execute(
-            "SELECT n_max, candidates, compute FROM pools WHERE policy=? AND prm=? AND problem_id=? AND seed=?",
+            f"SELECT {size}, candidates, compute FROM {table} WHERE policy=? AND prm=? AND problem_id=? AND seed=?",
             (policy, prm, problem_id, seed),
         ).fetchone()
         if row is None:
             return None
-        return {"n_max": row[0], "candidates": json.loads(row[1]), "compute": json.loads(row[2])}
+        return {size: row[0], "candidates": json.loads(row[1]), "compute": json.loads(row[2])}
 
     def count(self, table: str = "outcomes") -> int:
-        if table not in ("outcomes", "pools", "problems", "units"):
+        if table not in ("outcomes", "pools", "probes", "problems", "units"):
             raise ValueError(f"unknown table {table!r}")
         return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
@@ -202,6 +252,21 @@ class OutcomeStore:
         import pandas as pd
 
         return pd.read_sql_query("SELECT * FROM problems ORDER BY rowid", self._db)
+
+    def table(self, name: str, *, units: Iterable[str] | None = None):
+        """A whole table (or its rows of some ``units``) as a DataFrame, JSON columns as text."""
+        import pandas as pd
+
+        if name not in ("outcomes", "pools", "probes", "units", "problems", "meta"):
+            raise ValueError(f"unknown table {name!r}")
+        if units is None:
+            return pd.read_sql_query(f"SELECT * FROM {name} ORDER BY rowid", self._db)
+        with self._transaction() as db:  # a temporary table of the wanted units, for one join
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (unit TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM wanted")
+            db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", [(u,) for u in units])
+        return pd.read_sql_query(f"SELECT t.* FROM {name} t JOIN wanted w ON t.unit = w.unit ORDER BY t.rowid",
+                                 self._db)
 
     def export_parquet(self, path: str | Path, *, with_candidates: bool = False) -> Path:
         """Write the outcome table as Parquet, atomically (drivers sharing a store may export at once)."""

@@ -31,14 +31,20 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     ``workers`` injects ready ChunkWorkers per policy (tests use scripted models).
     ``progress``: an object with ``start(name, total)`` and ``advance(name, k)`` (the CLI passes rich bars).
     """
+    claim_config(store, cfg)
     store.add_problems(problems)
     parts = chunks(problems, cfg.chunk_size)
     done = store.done_units()
     counts = {"done": 0, "skipped": 0}
     by_policy: dict[str, list[str]] = {}
+    limits: dict[str, dict[str, int]] = {}
     for pair in cfg.pairs:
         by_policy.setdefault(pair.policy, []).append(pair.prm)
-    plans = {policy: plan_units(cfg, policy, prms, len(parts)) for policy, prms in by_policy.items()}
+        limit = cfg.problem_limit(pair)
+        if limit is not None:
+            limits.setdefault(pair.policy, {})[pair.prm] = limit // cfg.chunk_size
+    plans = {policy: plan_units(cfg, policy, prms, len(parts), limits.get(policy))
+             for policy, prms in by_policy.items()}
     if only_chunks is not None:
         wanted = check_chunks(only_chunks, len(parts))
         plans = {policy: [u for u in units if u.chunk in wanted] for policy, units in plans.items()}
@@ -60,13 +66,29 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
         if not policy_jobs:
             continue
         worker = (workers or {}).get(policy) or ChunkWorker(cfg, policy, by_policy[policy])
+        claim_models(store, worker.fingerprints())
         for job in policy_jobs:
-            for unit, outcomes, pools in worker.run_units(job.problems, job.units, job.pools):
-                store.commit_unit(unit.key, outcomes, pools)
+            for unit, rows in worker.run_units(job.problems, job.units, job.pools, job.probes):
+                store.commit_unit(unit.key, **rows)
                 counts["done"] += 1
                 if progress is not None:
                     progress.advance(progress_group(unit), 1)
     return counts
+
+
+def claim_config(store: OutcomeStore, cfg: SweepConfig) -> None:
+    """Record the config's fingerprint (and its fields, for a readable refusal) or refuse a different one."""
+    import json
+
+    store.claim("config_fingerprint", cfg.fingerprint(), what="the sweep's configuration (fingerprint)")
+    store.claim("config_fields", json.dumps(cfg.fingerprint_fields(), sort_keys=True),
+                what="the sweep's configuration")
+
+
+def claim_models(store: OutcomeStore, fingerprints: dict[str, str]) -> None:
+    """Each model's fingerprint (name, parameters, rendered prompt): a changed prompt or model is refused."""
+    for key, value in fingerprints.items():
+        store.claim(key, value, what=f"the model behind {key}")
 
 
 def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: bool = True):

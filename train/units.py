@@ -8,7 +8,11 @@ Work is cut into *units* that are computed, then committed in one transaction ea
 2. ``score``: one PRM scores the pool; every pooled budget (majority, Best-of-N rules)
    is estimated on subsets of it (``train/pooled.py``).
 3. ``cot``: one greedy solution per problem (no PRM; recorded for every pair).
-4. ``tree``: beam search and DVTS, run at each budget.
+4. ``probe`` (when the config has ``probe``): k samples per problem with the probe's own
+   seed, shared by every PRM; ``probe_score``: one PRM scores them (``selector/probe.py``).
+5. ``tree``: beam search and DVTS, at each budget, ``tree_seeds`` replicas each. DVTS with
+   one subtree (N <= M) is beam search with N = M, same seed and same calls, so its rows
+   come from the beam unit's run (the trace says so) instead of a second identical run.
 
 Chunk boundaries depend only on the problem list and ``chunk_size``, and every seed is
 derived from (seed, unit), so a sweep killed at any point and restarted redoes the
@@ -32,6 +36,8 @@ from ttsopt.search.run import run_search
 from ttsopt.search.strategy import Strategy
 from ttsopt.search.types import PRM, Policy, SamplingParams, split_steps
 
+from ttsopt.selector.probe import Probe, probe_seed, sample_probe, score_probe
+
 from .config import SweepConfig
 from .difficulty import difficulty_bin, pass_at_1
 from .pooled import PoolItem, estimate_budgets
@@ -44,28 +50,41 @@ log = logging.getLogger(__name__)
 class Unit:
     """One committable piece of work; ``key`` is its identity in the store."""
 
-    kind: str  # pool | score | cot | tree
+    kind: str  # pool | score | cot | probe | probe_score | tree
     policy: str
-    prm: str  # "" for pool and cot
+    prm: str  # "" for pool, cot and probe
     strategy: str  # "" unless kind == "tree"
     seed: int
     chunk: int
+    replica: int = 0  # tree units: which of the config's tree_seeds
 
     @property
     def key(self) -> str:
-        return "|".join([self.kind, self.policy, self.prm, self.strategy, str(self.seed), str(self.chunk)])
+        return "|".join([self.kind, self.policy, self.prm, self.strategy, str(self.seed), str(self.chunk),
+                         str(self.replica)])
 
 
 def order_problems(problems: Sequence[Problem], order: str) -> list[Problem]:
     """``interleave_levels``: round-robin over levels (first problem of each level, then the
-    second, ...), keeping each level's own order; problems without a level form one group."""
+    second, ...), keeping each level's own order; problems without a level form one group.
+    ``interleave_kinds``: the same, with each level first put in round-robin order over its
+    kinds (``metadata["kind"]``), so every prefix of the sweep covers every level *and* kind."""
     if order == "as_loaded":
         return list(problems)
-    if order != "interleave_levels":
+    if order not in ("interleave_levels", "interleave_kinds"):
         raise ValueError(f"unknown problem order {order!r}")
     groups: dict[object, list[Problem]] = {}
     for p in problems:
         groups.setdefault(p.level, []).append(p)
+    if order == "interleave_kinds":
+        groups = {level: _round_robin(g, lambda p: p.metadata.get("kind")) for level, g in groups.items()}
+    return _round_robin([p for g in groups.values() for p in g], lambda p: p.level)
+
+
+def _round_robin(items: Sequence[Problem], group_of: Callable[[Problem], object]) -> list[Problem]:
+    groups: dict[object, list[Problem]] = {}
+    for p in items:
+        groups.setdefault(group_of(p), []).append(p)
     out: list[Problem] = []
     for i in range(max((len(g) for g in groups.values()), default=0)):
         out += [g[i] for g in groups.values() if i < len(g)]
@@ -76,19 +95,47 @@ def chunks(problems: Sequence[Problem], size: int) -> list[list[Problem]]:
     return [list(problems[i:i + size]) for i in range(0, len(problems), size)]
 
 
-def plan_units(cfg: SweepConfig, policy: str, prms: Sequence[str], n_chunks: int) -> list[Unit]:
-    """Every unit of one policy's share of the sweep, chunk-major so results arrive for all methods early."""
+def dvts_twin(cfg: SweepConfig, beam: Strategy) -> Strategy | None:
+    """The DVTS strategy that is the same run as ``beam`` (one subtree: N = M), if the config has it."""
+    if beam.method != "beam" or beam.n != beam.m:
+        return None
+    twin = Strategy("dvts", n=beam.n, m=beam.m, agg=beam.agg, vote=beam.vote, max_depth=beam.max_depth)
+    return twin if twin in cfg.tree_strategies() else None
+
+
+def _runs_separately(cfg: SweepConfig, s: Strategy) -> bool:
+    if s.method != "dvts" or s.n != s.m:
+        return True
+    beam = Strategy("beam", n=s.n, m=s.m, agg=s.agg, vote=s.vote, max_depth=s.max_depth)
+    return beam not in cfg.tree_strategies()
+
+
+def plan_units(cfg: SweepConfig, policy: str, prms: Sequence[str], n_chunks: int,
+               chunk_limits: dict[str, int] | None = None) -> list[Unit]:
+    """Every unit of one policy's share of the sweep, chunk-major so results arrive for all methods early.
+
+    ``chunk_limits``: PRM spec -> how many chunks its pair runs (a pair limited to its first
+    problems); PRM-free units run on a chunk while any of the policy's pairs does.
+    """
+    limits = {prm: (chunk_limits or {}).get(prm, n_chunks) for prm in prms}
     units: list[Unit] = []
     rules = cfg.pooled_rules()
-    trees = cfg.tree_strategies()
+    trees = [s for s in cfg.tree_strategies() if _runs_separately(cfg, s)]
     for seed in cfg.seeds:
         for c in range(n_chunks):
+            here = [prm for prm in prms if c < limits[prm]]
+            if not here:
+                continue
             units.append(Unit("pool", policy, "", "", seed, c))
             if rules:
-                units += [Unit("score", policy, prm, "", seed, c) for prm in prms]
+                units += [Unit("score", policy, prm, "", seed, c) for prm in here]
             if "cot" in cfg.methods:
                 units.append(Unit("cot", policy, "", "", seed, c))
-            units += [Unit("tree", policy, prm, s.key, seed, c) for prm in prms for s in trees]
+            if cfg.probe is not None:
+                units.append(Unit("probe", policy, "", "", seed, c))
+                units += [Unit("probe_score", policy, prm, "", seed, c) for prm in here]
+            units += [Unit("tree", policy, prm, s.key, seed, c, r)
+                      for r in range(cfg.tree_seeds) for prm in here for s in trees]
     return units
 
 
@@ -98,18 +145,35 @@ def _grade(problem: Problem) -> Callable[[str | None], bool]:
 
 def _compute_row(c: Compute) -> dict[str, float]:
     return {"policy_prompt_tokens": c.policy_prompt_tokens, "policy_generated_tokens": c.policy_generated_tokens,
-            "prm_tokens": c.prm_tokens, "policy_flops": c.policy_flops, "prm_flops": c.prm_flops,
-            "flops": c.flops, "wall_time_s": c.wall_time_s}
+            "prm_tokens": c.prm_tokens, "tokens": c.tokens, "policy_context_tokens": c.policy_context_tokens,
+            "policy_flops": c.policy_flops, "prm_flops": c.prm_flops, "flops": c.flops, "wall_time_s": c.wall_time_s}
 
 
-def _base_row(policy: str, prm: str, problem: Problem, strategy: Strategy, seed: int, difficulty: dict) -> dict:
+def _base_row(unit: "Unit", prm: str, problem: Problem, strategy: Strategy, difficulty: dict) -> dict:
     p1, label = difficulty.get(problem.id, (None, None))
     return {
-        "policy": policy, "prm": prm, "problem_id": problem.id, "strategy": strategy.key, "seed": seed,
+        "policy": unit.policy, "prm": prm, "problem_id": problem.id, "question_key": problem.key,
+        "strategy": strategy.key, "seed": unit.seed, "replica": unit.replica,
         "method": strategy.method, "n": strategy.n, "m": strategy.m, "agg": strategy.agg, "vote": strategy.vote,
         "max_depth": strategy.max_depth, "level": problem.level, "source": problem.source,
-        "pass_at_1": p1, "difficulty": label,
+        "pass_at_1": p1, "difficulty": label, "unit": unit.key,
     }
+
+
+#: The question a policy's prompt is rendered for in its fingerprint.
+FINGERPRINT_QUESTION = "What is 2 + 3?"
+
+
+def model_fingerprint(model: Any, *, policy: bool) -> str:
+    """What identifies a model's outputs: its name, parameter count and (a policy) its rendered prompt."""
+    import hashlib
+    import json
+
+    fields = {"name": getattr(model, "name", type(model).__name__), "num_parameters": int(model.num_parameters)}
+    if policy:
+        fields["prompt"] = model.format_prompt(FINGERPRINT_QUESTION)
+    text = json.dumps(fields, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest() + " " + text[:300]
 
 
 class ChunkWorker:
@@ -134,42 +198,54 @@ class ChunkWorker:
         self.prms: dict[str, PRM] = dict(prms or {})
         for spec in prm_specs:
             if spec not in self.prms:
-                self.prms[spec] = (load_prm(spec) if spec == "calc"
-                                   else load_prm(on_engine(spec, engine), device=cfg.device))
+                self.prms[spec] = load_prm(on_engine(spec, engine), device=cfg.device)
+
+    def fingerprints(self) -> dict[str, str]:
+        """meta key -> fingerprint of every model this worker runs (the store refuses a change)."""
+        out = {f"policy:{self.policy_spec}": model_fingerprint(self.policy, policy=True)}
+        out.update({f"prm:{spec}": model_fingerprint(prm, policy=False) for spec, prm in self.prms.items()})
+        return out
 
     def run_units(self, problems: Sequence[Problem], units: Sequence[Unit],
-                  pool_rows: dict[int, dict] | None = None) -> Iterator[tuple[Unit, list[dict], list[dict]]]:
-        """Compute ``units`` (all of one chunk, in plan order); yields (unit, outcome rows, pool rows).
+                  pool_rows: dict[str, dict] | None = None,
+                  probe_rows: dict[str, Probe] | None = None) -> Iterator[tuple[Unit, dict[str, list[dict]]]]:
+        """Compute ``units`` (all of one chunk, in plan order); yields (unit, rows by table).
 
-        ``pool_rows`` maps a chunk's problems to a pool committed earlier (a resumed sweep).
+        ``pool_rows`` / ``probe_rows`` map a chunk's problems to a pool / probe committed
+        earlier (a resumed sweep).
         """
         pools: dict[str, dict] = dict(pool_rows or {})
+        probes: dict[str, Probe] = dict(probe_rows or {})
         difficulty: dict[str, tuple[float, str]] = {
             pid: (row["pass_at_1"], row["difficulty"]) for pid, row in pools.items() if "pass_at_1" in row
         }
-        for unit, outcomes, pool_rows_ in self._run_units(problems, units, pools, difficulty):
-            for row in outcomes:
-                row["engine"] = self.engine
-            yield unit, outcomes, pool_rows_
-
-    def _run_units(self, problems, units, pools, difficulty):
         for unit in units:
             self._reset_caches()
-            if unit.kind == "pool":
-                rows = self._pool(problems, unit)
-                for r in rows:
-                    pools[r["problem_id"]] = r
-                    difficulty[r["problem_id"]] = (r["pass_at_1"], r["difficulty"])
-                yield unit, [], rows
-            elif unit.kind == "score":
-                out, prows = self._score(problems, unit, pools, difficulty)
-                yield unit, out, prows
-            elif unit.kind == "cot":
-                yield unit, self._cot(problems, unit, difficulty), []
-            elif unit.kind == "tree":
-                yield unit, self._tree(problems, unit, difficulty), []
-            else:  # pragma: no cover
-                raise AssertionError(unit.kind)
+            rows = self._run_unit(problems, unit, pools, probes, difficulty)
+            for row in rows.get("outcomes", []):
+                row["engine"] = self.engine
+            yield unit, rows
+
+    def _run_unit(self, problems, unit: Unit, pools, probes, difficulty) -> dict[str, list[dict]]:
+        if unit.kind == "pool":
+            rows = self._pool(problems, unit)
+            for r in rows:
+                pools[r["problem_id"]] = r
+                difficulty[r["problem_id"]] = (r["pass_at_1"], r["difficulty"])
+            return {"pools": rows}
+        if unit.kind == "score":
+            out, prows = self._score(problems, unit, pools, difficulty)
+            return {"outcomes": out, "pools": prows}
+        if unit.kind == "cot":
+            return {"outcomes": self._cot(problems, unit, difficulty)}
+        if unit.kind == "probe":
+            rows = self._probe(problems, unit, probes)
+            return {"probes": rows}
+        if unit.kind == "probe_score":
+            return {"probes": self._probe_score(problems, unit, probes)}
+        if unit.kind == "tree":
+            return {"outcomes": self._tree(problems, unit, difficulty)}
+        raise AssertionError(unit.kind)  # pragma: no cover
 
     def _reset_caches(self) -> None:
         """Start every unit from an empty prefix cache, so a unit recomputed after a crash
@@ -240,11 +316,12 @@ class ChunkWorker:
                 c.add_policy(pool["compute"]["prompt_tokens"], 0, self.policy.num_parameters)
                 c.policy_generated_tokens = est.generated_tokens
                 c.policy_flops += 2.0 * self.policy.num_parameters * est.generated_tokens
-                c.add_prm(0, prm.num_parameters)
-                c.prm_tokens = est.prm_tokens
-                c.prm_flops = 2.0 * prm.num_parameters * est.prm_tokens
+                if est.vote != "majority":
+                    c.add_prm(0, prm.num_parameters)
+                    c.prm_tokens = est.prm_tokens
+                    c.prm_flops = 2.0 * prm.num_parameters * est.prm_tokens
                 c.wall_time_s = share * (pool_wall + (prm_wall if est.vote != "majority" else 0.0))
-                row = _base_row(unit.policy, unit.prm, problem, strategy, unit.seed, difficulty)
+                row = _base_row(unit, unit.prm, problem, strategy, difficulty)
                 row.update(_compute_row(c), answer=est.answer, correct=est.accuracy, n_subsets=est.n_subsets,
                            pooled=1, candidates=None, trace={"subsets": est.n_subsets, "pool_size": len(items_i)})
                 outcomes.append(row)
@@ -263,22 +340,52 @@ class ChunkWorker:
             rows += self._rows(problems, results, unit, prm, Strategy("cot"), difficulty)
         return rows
 
+    def _probe(self, problems, unit: Unit, probes: dict[str, Probe]) -> list[dict]:
+        cfg = self.cfg
+        assert cfg.probe is not None
+        drawn = sample_probe(self.policy, [p.question for p in problems], cfg.probe.k, temperature=cfg.temperature,
+                             max_tokens=cfg.max_tokens, seed=probe_seed(unit.seed, cfg.probe.seed, unit.chunk))
+        rows = []
+        for problem, probe in zip(problems, drawn):
+            probes[problem.id] = probe
+            rows.append({"policy": unit.policy, "prm": "", "problem_id": problem.id, "seed": unit.seed,
+                         "k": len(probe.samples), "candidates": [s.to_dict() for s in probe.samples],
+                         "compute": {"prompt_tokens": probe.prompt_tokens,
+                                     "generated_tokens": sum(s.tokens for s in probe.samples),
+                                     "policy_parameters": probe.policy_parameters}})
+        return rows
+
+    def _probe_score(self, problems, unit: Unit, probes: dict[str, Probe]) -> list[dict]:
+        prm = self.prms[unit.prm]
+        scored = score_probe(prm, [p.question for p in problems], [probes[p.id] for p in problems])
+        return [{"policy": unit.policy, "prm": unit.prm, "problem_id": problem.id, "seed": unit.seed,
+                 "k": len(probe.samples),
+                 "candidates": [{"step_scores": s, "prm_tokens": t} for s, t in zip(probe.step_scores, probe.prm_tokens)],
+                 "compute": {"prm_tokens": sum(probe.prm_tokens), "prm_parameters": probe.prm_parameters}}
+                for problem, probe in zip(problems, scored)]
+
     def _tree(self, problems, unit: Unit, difficulty) -> list[dict]:
         strategy = Strategy.from_key(unit.strategy)
         results = run_search(problems, strategy, self.policy, self.prms[unit.prm],
-                             seed=derive_seed(unit.seed, "tree", unit.chunk), temperature=self.cfg.temperature,
-                             max_tokens=self.cfg.max_tokens, step_max_tokens=self.cfg.step_max_tokens,
-                             problem_batch_size=len(problems))
-        return self._rows(problems, results, unit, unit.prm, strategy, difficulty)
+                             seed=derive_seed(unit.seed, "tree", unit.chunk, unit.replica),
+                             temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens,
+                             step_max_tokens=self.cfg.step_max_tokens, problem_batch_size=len(problems))
+        rows = self._rows(problems, results, unit, unit.prm, strategy, difficulty)
+        twin = dvts_twin(self.cfg, strategy)
+        if twin is not None:  # the same run, recorded under the DVTS key as well
+            for row in self._rows(problems, results, unit, unit.prm, twin, difficulty):
+                row["trace"] = {**row["trace"], "same_run_as": strategy.key}
+                rows.append(row)
+        return rows
 
     def _rows(self, problems, results, unit: Unit, prm: str, strategy: Strategy, difficulty) -> list[dict]:
         rows = []
         for problem, res in zip(problems, results):
-            row = _base_row(unit.policy, prm, problem, strategy, unit.seed, difficulty)
+            row = _base_row(unit, prm, problem, strategy, difficulty)
             row.update(_compute_row(res.compute), answer=res.answer, correct=float(bool(res.correct)), n_subsets=1,
                        pooled=0, candidates=[{"text": c.text, "answer": c.answer, "step_scores": c.step_scores,
                                               "score": c.score} for c in res.candidates],
-                       trace=res.trace)
+                       trace=dict(res.trace))
             rows.append(row)
         return rows
 
@@ -302,8 +409,21 @@ def stored_pools(store: OutcomeStore, policy: str, part: Sequence[Problem], seed
     return out
 
 
+def stored_probes(store: OutcomeStore, policy: str, part: Sequence[Problem], seed: int) -> dict[str, Probe]:
+    from ttsopt.selector.probe import probe_from_stored
+
+    out = {}
+    for p in part:
+        probe = store.pool(policy, "", p.id, seed, table="probes")
+        if probe is None:
+            raise RuntimeError(f"store has no probe for {policy} / {p.id} / seed {seed} although it is scored")
+        out[p.id] = probe_from_stored(probe["candidates"], probe["compute"])
+    return out
+
+
 def progress_group(unit: Unit) -> str:
-    what = {"pool": "sample pool", "score": f"{unit.prm} pooled", "cot": "cot"}.get(unit.kind)
+    what = {"pool": "sample pool", "score": f"{unit.prm} pooled", "cot": "cot", "probe": "probe",
+            "probe_score": f"{unit.prm} probe"}.get(unit.kind)
     if what is None:
         what = f"{unit.prm} {unit.strategy.split(':')[0]}"
     return f"{unit.policy}: {what}"
@@ -325,6 +445,7 @@ class ChunkJob:
     problems: list[Problem]
     units: list[Unit]
     pools: dict[str, dict] | None  # None when the job starts with its own pool unit
+    probes: dict[str, Probe] | None = None  # the stored probe, when the job scores one it does not draw
 
 
 def chunk_jobs(cfg: SweepConfig, store: OutcomeStore, policy: str, units: Sequence[Unit],
@@ -339,5 +460,8 @@ def chunk_jobs(cfg: SweepConfig, store: OutcomeStore, policy: str, units: Sequen
             job_units = [u for u in todo if u.chunk == c and u.seed == seed]
             if not job_units:
                 continue
-            pools = stored_pools(store, policy, part, seed) if job_units[0].kind != "pool" else None
-            yield ChunkJob(policy, c, list(part), job_units, pools)
+            kinds = {u.kind for u in job_units}
+            pools = stored_pools(store, policy, part, seed) if "pool" not in kinds else None
+            probes = (stored_probes(store, policy, part, seed)
+                      if "probe_score" in kinds and "probe" not in kinds else None)
+            yield ChunkJob(policy, c, list(part), job_units, pools, probes)

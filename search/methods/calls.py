@@ -1,9 +1,10 @@
 """The batched model calls of a search, and who pays for them.
 
 Every strategy talks to the policy and the PRM only through a ``Ledger``: it sends the
-prompts of *all* problems of a chunk in one call and the ledger books each prompt's
-tokens, each PRM item's tokens and a fair share of the call's wall time to the problem
-that owns it. One place doing the bookkeeping keeps the methods' compute comparable.
+prompts of *all* problems of a chunk in one call and the ledger books each problem's
+prompt (once, see ``ttsopt.search.compute``), its generated tokens, each PRM item's tokens
+and a fair share of the call's wall time to the problem that owns it. One place doing the
+bookkeeping keeps the methods' compute comparable.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Ledger:
         self.policy = policy
         self.prm = prm
         self.compute = [Compute() for _ in range(num_problems)]
+        self._prompted: set[int] = set()  # problems whose prompt has been charged (once each)
         self._seed = seed
         self._chunk = chunk
 
@@ -93,7 +95,12 @@ class Ledger:
                 raise RuntimeError(
                     f"policy {self.policy.name!r} returned {len(gen.completions)} completions, expected n={params.n}"
                 )
-            self.compute[owner].add_policy(gen.prompt_tokens, gen.generated_tokens, self.policy.num_parameters)
+            # The first call of a problem sends its bare prompt; later calls (the next depth of
+            # a tree search) send prompt + path, which a prefix-caching engine does not re-read.
+            first = owner not in self._prompted
+            self._prompted.add(owner)
+            self.compute[owner].add_policy(gen.prompt_tokens if first else 0, gen.generated_tokens,
+                                           self.policy.num_parameters, context_tokens=gen.prompt_tokens)
         self._share_time(owners, elapsed)
         return gens
 
