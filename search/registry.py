@@ -75,6 +75,7 @@ def load_prm(spec: str, **kwargs: Any) -> PRM:
     if family == "calc":
         from .prm.calc import CalculatorPRM
 
+        kwargs.pop("device", None)  # no weights: it runs wherever it is called
         return CalculatorPRM(**kwargs)
     if not rest:
         raise ValueError(f"PRM spec {spec!r} needs a model: {family}:PATH_OR_NAME")
