@@ -353,3 +353,181 @@ def test_drivers_of_disjoint_pairs_can_create_and_share_one_store(tmp_path):
         keys = pool.map(_open_and_commit, [(path, f"pool|p{i}|||0|0") for i in range(8)])
     with OutcomeStore(path) as db:
         assert set(keys) <= db.done_units() and len(db.done_units()) == 8
+
+
+# -- learning data: keys, fingerprints, labels, compute, probes, snapshots ------------------------
+
+DATA_CONFIG = {**CONFIG, "tree_seeds": 2, "probe": {"k": 4, "seed": 99}}
+
+
+def _sweep(tmp_path: Path, name: str, raw: dict, probs, policy, store: OutcomeStore | None = None, **kw):
+    cfg = config_from_dict(raw)
+    store = store or OutcomeStore(tmp_path / f"{name}.sqlite")
+    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+    counts = run_sweep(cfg, store, probs, workers={"coin": worker}, **kw)
+    return store, counts
+
+
+def test_a_store_refuses_to_resume_under_another_config_or_a_corrected_gold_answer(tmp_path):
+    from ttsopt.train.store import StoreMismatchError
+
+    probs, policy = _problems(4)
+    store, _ = _sweep(tmp_path, "s", CONFIG, probs, policy)
+    with pytest.raises(StoreMismatchError, match="configuration"):
+        _sweep(tmp_path, "s", {**CONFIG, "sampling": {"temperature": 0.9}}, probs, policy, store=store)
+    with pytest.raises(StoreMismatchError, match="gold answer"):
+        fixed = [Problem(p.id, p.question, "999" if i == 0 else p.answer, p.source, p.metadata)
+                 for i, p in enumerate(probs)]
+        _sweep(tmp_path, "s", CONFIG, fixed, policy, store=store)
+    # adding a pair or a tree method only adds units: the same store takes it
+    _sweep(tmp_path, "s", {**CONFIG, "methods": {**CONFIG["methods"], "dvts": {"m": [1]}}}, probs, policy, store=store)
+
+
+def test_a_changed_prompt_is_refused_as_a_changed_model(tmp_path):
+    from ttsopt.train.store import StoreMismatchError
+
+    probs, policy = _problems(8)
+    store, _ = _sweep(tmp_path, "s", CONFIG, probs, policy, only_chunks=[0])
+    policy.format_prompt = lambda q: f"Question: {q}\nA: "
+    with pytest.raises(StoreMismatchError, match="policy:coin"):
+        _sweep(tmp_path, "s", CONFIG, probs, policy, store=store)  # chunk 1 would be made with another prompt
+
+
+def test_pooled_budget_one_enumerates_every_sample_so_it_is_exactly_pass_at_1(tmp_path):
+    probs, policy = _problems(8)
+    store, _ = _sweep(tmp_path, "s", {**CONFIG, "budgets": [1, 2, 16], "n_subsets": 16}, probs, policy)
+    df = store.outcomes()
+    maj1 = df[df["strategy"] == "majority:n=1"].set_index("problem_id")
+    assert (maj1["correct"] == maj1["pass_at_1"]).all()
+    assert (maj1["n_subsets"] == 16).all()  # the 16 singletons, not 16 random draws
+    assert set(df.loc[df["n"] == 16, "n_subsets"]) == {1}
+
+
+def test_a_pooled_rows_answer_is_the_most_common_over_its_subsets():
+    from ttsopt.search.result import Candidate
+
+    answers = ["1", "2", "2", "2"]
+    pool = [PoolItem(Candidate(a, [a], a), tokens=1) for a in answers]
+    est = estimate_budgets(pool, [1], [("last", "majority")], lambda a: a == "1", n_subsets=4)[0]
+    assert est.n_subsets == 4 and est.accuracy == 0.25 and est.answer == "2"
+
+
+def test_every_methods_compute_matches_a_hand_count(tmp_path):
+    probs, policy = _problems(4)
+    store, _ = _sweep(tmp_path, "s", {**CONFIG, "methods": {**CONFIG["methods"], "beam": {"m": [2]}}}, probs, policy)
+    df = store.outcomes().set_index(["problem_id", "strategy"])
+    prompt = 7  # "Q: What is 1 + 1?\nA: " is seven words; the scripted policy counts words
+    power, prm_power = 2 * CoinPolicy.num_parameters, 2 * LengthPRM.num_parameters
+
+    def check(strategy, generated, prm_tokens):
+        row = df.loc[("p1", strategy)]
+        assert (row["policy_prompt_tokens"], row["policy_generated_tokens"], row["prm_tokens"]) == \
+            (prompt, generated, prm_tokens), strategy
+        assert row["tokens"] == prompt + generated + prm_tokens
+        assert row["flops"] == power * (prompt + generated) + prm_power * prm_tokens
+
+    check("cot", 11, 0)  # one 11-token solution
+    check("majority:n=4", 4 * 11, 0)
+    check("best_of_n:n=4,agg=last,vote=prm_vote", 4 * 11, 4 * 2 * 3)  # 2 steps read, 3 tokens each
+    # beam N=2, M=2: depth 1 samples 2 first steps (6 tokens each) and the PRM reads 1 step each;
+    # depth 2 expands the one kept path 2 ways (6 each, 2 steps read); depth 3 writes the answers
+    # (5 each, 3 steps read); the prompt is charged once, its re-sends only as context.
+    beam = "beam:n=2,m=2,agg=last,vote=prm_vote,depth=4"
+    check(beam, 2 * 6 + 2 * 6 + 2 * 5, 3 * (2 * 1 + 2 * 2 + 2 * 3))
+    assert df.loc[("p1", beam), "policy_context_tokens"] > prompt
+
+
+class SeedRecordingPolicy(CoinPolicy):
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.calls: list[tuple[int, int, bool]] = []  # (seed, n, step mode)
+
+    def generate(self, prompts, params):
+        self.calls.append((params.seed, params.n, bool(params.stop)))
+        return super().generate(prompts, params)
+
+
+def test_probe_samples_come_from_their_own_stream_never_the_pools(tmp_path):
+    probs, coin = _problems(4)
+    policy = SeedRecordingPolicy(coin.p_right, coin.gold)
+    store, _ = _sweep(tmp_path, "s", {**DATA_CONFIG, "budgets": [1, 2, 8]}, probs, policy)  # pool n=8, probe n=4
+    probe_seeds = {seed for seed, n, step in policy.calls if n == 4 and not step}
+    other_seeds = {seed for seed, n, step in policy.calls if not (n == 4 and not step)}
+    assert len(probe_seeds) == 1 and not probe_seeds & other_seeds
+    assert store.count("probes") == 2 * len(probs)  # the samples, and the PRM's scores of them
+
+
+def test_tree_runs_have_replicas_and_dvts_with_one_subtree_is_the_beam_run(tmp_path):
+    probs, policy = _problems(4)
+    store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
+    df = store.outcomes(with_candidates=True)
+    tree = df[df["method"].isin(["beam", "dvts"])]
+    assert set(tree["replica"]) == {0, 1}
+    assert set(df.loc[df["pooled"] == 1, "replica"]) == {0}
+    beam = tree[tree["strategy"] == "beam:n=2,m=2,agg=last,vote=prm_vote,depth=4"].set_index(["problem_id", "replica"])
+    dvts = tree[tree["strategy"] == "dvts:n=2,m=2,agg=last,vote=prm_vote,depth=4"].set_index(["problem_id", "replica"])
+    assert (beam["answer"] == dvts["answer"]).all() and (beam["tokens"] == dvts["tokens"]).all()
+    assert dvts["trace"].str.contains("same_run_as").all()
+    assert not any(u.startswith("tree|coin|hash|dvts:n=2,") for u in store.done_units())
+
+
+def test_a_pair_limited_to_its_first_problems_runs_only_those(tmp_path):
+    from ttsopt.search.pairs import PAIRS
+
+    cfg = config_from_dict({**CONFIG, "pairs": ["smollm2-135m+calc", {"pair": "smollm2-135m+judge", "max_problems": 4}]})
+    assert cfg.problem_limit(PAIRS["smollm2-135m+judge"]) == 4 and cfg.problem_limit(PAIRS["smollm2-135m+calc"]) is None
+    from ttsopt.train.units import plan_units
+
+    units = plan_units(cfg, "smollm2-135m", ["calc", "judge:smollm2-135m"], 3, {"judge:smollm2-135m": 1})
+    assert {u.chunk for u in units if u.prm == "judge:smollm2-135m"} == {0}
+    assert {u.chunk for u in units if u.prm == "calc"} == {0, 1, 2}
+    with pytest.raises(SweepConfigError, match="multiple of chunk_size"):
+        config_from_dict({**CONFIG, "pairs": [{"pair": "smollm2-135m+judge", "max_problems": 3}]})
+
+
+def test_a_sweep_resumes_from_its_snapshot_on_another_machine_without_redoing_a_unit(tmp_path):
+    from ttsopt.train.snapshot import export_snapshot, import_snapshot, read_manifest, read_table
+
+    probs, policy = _problems(8)
+    clean, _ = _sweep(tmp_path, "clean", DATA_CONFIG, probs, policy)
+    cfg = config_from_dict(DATA_CONFIG)
+    first = OutcomeStore(tmp_path / "machine1.sqlite")
+    _sweep(tmp_path, "m1", DATA_CONFIG, probs, policy, store=first, only_chunks=[0])
+    snap = tmp_path / "snapshot"
+    export_snapshot(first, snap)
+    assert export_snapshot(first, snap)["shards"] == ["00000"]  # nothing new: no new shard
+    second = OutcomeStore(tmp_path / "machine2.sqlite")
+    assert import_snapshot(snap, second, fingerprint=cfg.fingerprint()) == len(first.done_units())
+    assert import_snapshot(snap, second) == 0  # importing twice adds nothing
+    _, counts = _sweep(tmp_path, "m2", DATA_CONFIG, probs, policy, store=second)
+    assert counts["skipped"] == len(first.done_units())
+    assert _rows(second) == _rows(clean)
+    export_snapshot(second, snap)
+    manifest = read_manifest(snap)
+    assert len(manifest["shards"]) == 2 and manifest["column_roles"]["oracle"] == ["pass_at_1", "difficulty",
+                                                                                  "level", "kind"]
+    assert len(read_table(snap, "outcomes")) == clean.count()
+    with pytest.raises(Exception, match="fingerprint"):
+        import_snapshot(snap, OutcomeStore(tmp_path / "m3.sqlite"), fingerprint="another")
+
+
+def test_offline_probe_features_equal_the_online_probe_of_the_same_samples(tmp_path):
+    import pandas as pd
+
+    from ttsopt.selector.probe import probe_row, probe_seed, sample_probe, score_probe
+    from ttsopt.train.snapshot import export_snapshot
+
+    probs, policy = _problems(4)  # one chunk
+    store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
+    offline = pd.read_parquet(export_snapshot(store, tmp_path / "snap") and tmp_path / "snap" / "probe_features.parquet")
+    live = score_probe(LengthPRM(), [p.question for p in probs],
+                       sample_probe(policy, [p.question for p in probs], 4, temperature=0.7, max_tokens=256,
+                                    seed=probe_seed(0, 99, 0)))
+    for problem, probe in zip(probs, live):
+        for k in (1, 2, 4):
+            row = offline[(offline["problem_id"] == problem.id) & (offline["prm"] == "hash") & (offline["k"] == k)]
+            assert len(row) == 1
+            expected = probe_row(probe, k)
+            for col, value in expected.items():
+                got = row.iloc[0][col]
+                assert (got == value) or (pd.isna(got) and pd.isna(value)), (problem.id, k, col)

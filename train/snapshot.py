@@ -89,8 +89,7 @@ def export_snapshot(store: OutcomeStore, folder: str | Path, *, name: str | None
             _parquet(frame, folder / "shards" / f"{shard}-{table}.parquet")
         manifest["shards"].append(shard)
     _parquet(store.table("problems"), folder / "problems.parquet")
-    probes = read_table(folder, "probes")
-    _parquet(probe_feature_table(probes), folder / "probe_features.parquet")
+    _parquet(probe_feature_table(_concat(folder, manifest["shards"], "probes")), folder / "probe_features.parquet")
     manifest.update({
         "config_fingerprint": meta.get("config_fingerprint"),
         "config_fields": json.loads(meta["config_fields"]) if "config_fields" in meta else None,
@@ -109,9 +108,13 @@ def read_table(folder: str | Path, table: str):
 
     if table not in TABLES:
         raise ValueError(f"unknown snapshot table {table!r}; expected one of {TABLES}")
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    frames = [pd.read_parquet(folder / "shards" / f"{s}-{table}.parquet") for s in manifest["shards"]]
+    return _concat(Path(folder), read_manifest(folder)["shards"], table)
+
+
+def _concat(folder: Path, shards: list[str], table: str):
+    import pandas as pd
+
+    frames = [pd.read_parquet(folder / "shards" / f"{s}-{table}.parquet") for s in shards]
     frames = [f for f in frames if len(f)]
     if not frames:
         from .store import OUTCOME_COLUMNS, POOL_COLUMNS, PROBE_COLUMNS
