@@ -36,6 +36,8 @@ def atomic_path(path: str | Path, *, directory: bool = False, keep_existing: boo
         tmp = Path(name)
     try:
         yield tmp
+        if not directory:  # mkstemp makes 0600; a published file gets the usual mode
+            os.chmod(tmp, 0o666 & ~_umask())
         if keep_existing and path.exists():
             _remove(tmp)
         else:
@@ -57,6 +59,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp: Path) -> None:
