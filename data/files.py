@@ -37,7 +37,7 @@ def atomic_path(path: str | Path, *, directory: bool = False, keep_existing: boo
     try:
         yield tmp
         if not directory:  # mkstemp makes 0600; a published file gets the usual mode
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~_UMASK)
         if keep_existing and path.exists():
             _remove(tmp)
         else:
@@ -61,10 +61,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _remove(tmp: Path) -> None:
