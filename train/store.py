@@ -277,8 +277,12 @@ class OutcomeStore:
 
 
 def read_outcomes(path: str | Path):
-    """Outcome rows of a store (.sqlite) or an exported .parquet file, as a DataFrame."""
+    """Outcome rows of a store (.sqlite), an exported .parquet file or a snapshot folder, as a DataFrame."""
     path = Path(path)
+    if path.is_dir():
+        from .snapshot import read_table
+
+        return read_table(path, "outcomes").drop(columns=["candidates", "trace"], errors="ignore")
     if path.suffix == ".parquet":
         import pandas as pd
 
