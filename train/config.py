@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
+from ttsopt.search.registry import ENGINES
 from ttsopt.search.strategy import AGGREGATIONS, METHODS, VOTES, Strategy
 
 
@@ -240,8 +241,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
     if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
         fail(f"budgets must be positive integers, got {budgets!r}")
     engine = str(raw.get("engine", "transformers"))
-    if engine not in ("transformers", "llamacpp"):
-        fail(f"engine must be 'transformers' or 'llamacpp', got {engine!r}")
+    if engine not in ENGINES:
+        fail(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     order = str(raw.get("order", "as_loaded"))
     if order not in ORDERS:
         fail(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
