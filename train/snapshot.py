@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ttsopt.data.files import atomic_path, atomic_write_text
+from ttsopt.selector.pipeline import ORACLE_COLUMNS as _ROUTER_ORACLE
 
 from .store import SCHEMA_VERSION, OutcomeStore, StoreMismatchError
 
@@ -46,6 +47,7 @@ COLUMN_ROLES: dict[str, list[str]] = {
     "provenance": ["n_subsets", "pooled", "engine", "source", "created_at", "candidates", "trace"],
 }
 ORACLE_COLUMNS = tuple(COLUMN_ROLES["oracle"])
+assert ORACLE_COLUMNS == _ROUTER_ORACLE, "the snapshot's oracle columns are the ones a router refuses"
 
 
 def _parquet(frame, path: Path) -> None:

@@ -1,0 +1,157 @@
+"""Fit the selector: LightGBM predicts a strategy's accuracy on a problem; Optuna tunes it.
+
+Why plain Optuna (TPE + pruning) over ``optuna_integration.LightGBMTunerCV``: the tuner walks
+a fixed stepwise schedule (feature fraction, then num_leaves, ...) whose trial count is set by
+the schedule, not by ``--trials``, and it cannot share one persistent TPE study across runs the
+way ``ttsopt train`` resumes one; ``lgb.cv`` with our own grouped ``folds=`` and
+``LightGBMPruningCallback`` give the same cross-validation with a search we control.
+
+The objective is ``cross_entropy`` on the fractional labels (an expected accuracy in [0, 1]),
+so predictions are probabilities; categoricals (policy, PRM family, method, aggregation, vote)
+are LightGBM's own. Folds group by question key: a question never sits on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ttsopt.selector.pipeline import FeaturePipeline
+
+from .table import fold_lists
+
+log = logging.getLogger(__name__)
+
+FIXED_PARAMS = {"objective": "cross_entropy", "metric": "cross_entropy", "verbosity": -1,
+                "num_threads": 1, "deterministic": True, "force_col_wise": True, "seed": 0}
+MAX_ROUNDS = 600
+EARLY_STOPPING = 30
+
+
+@dataclass
+class TrainSettings:
+    """One value object for every knob of a fit (stored in the artifact's manifest)."""
+
+    trials: int = 30
+    timeout_s: float | None = None
+    folds: int = 5
+    seed: int = 0
+    n_components: int = 8
+    probe_k: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    booster: Any  # lightgbm.Booster
+    pipeline: FeaturePipeline
+    params: dict[str, Any]
+    rounds: int
+    cv_loss: float
+    trials: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _dataset(x: pd.DataFrame, y: np.ndarray):
+    import lightgbm as lgb
+
+    return lgb.Dataset(x, label=y, categorical_feature=[c for c in x.columns if str(x[c].dtype) == "category"],
+                       free_raw_data=False)
+
+
+def _search_space(trial) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 5, 200, log=True),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
+        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        "bagging_freq": 1,
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-6, 10.0, log=True),
+        "cat_smooth": trial.suggest_float("cat_smooth", 1.0, 50.0, log=True),
+    }
+
+
+def _cv(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any], callbacks=()) -> tuple[float, int]:
+    import lightgbm as lgb
+
+    result = lgb.cv({**FIXED_PARAMS, **params}, _dataset(x, y), num_boost_round=MAX_ROUNDS, folds=folds,
+                    stratified=False, callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False), *callbacks])
+    losses = result["valid cross_entropy-mean"]
+    return float(losses[-1]), len(losses)
+
+
+def tune_and_fit(table: pd.DataFrame, settings: TrainSettings, *, storage: str | None = None,
+                 study_name: str = "ttsopt-selector", progress: Callable[[int, int], None] | None = None) -> FitResult:
+    """Tune on ``table`` with grouped CV (TPE, pruning), then fit on all of it with the best settings.
+
+    ``storage`` (an Optuna URL such as ``sqlite:///study.db``) makes the study persistent: a
+    second call resumes it, adding ``settings.trials`` trials.
+    """
+    import lightgbm as lgb
+    import optuna
+    from optuna_integration.lightgbm import LightGBMPruningCallback
+
+    start = time.perf_counter()
+    pipeline = FeaturePipeline.fit(table, n_components=settings.n_components, probes=settings.probe_k is not None)
+    x = pipeline.transform(table)
+    y = table["label"].to_numpy(dtype=float)
+    folds = fold_lists(table, settings.folds, seed=settings.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", storage=storage, study_name=study_name, load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20))
+
+    def objective(trial) -> float:
+        params = _search_space(trial)
+        loss, rounds = _cv(x, y, folds, params, [LightGBMPruningCallback(trial, "cross_entropy")])
+        trial.set_user_attr("rounds", rounds)
+        return loss
+
+    done = {"n": 0}
+
+    def tick(study_, trial_) -> None:
+        done["n"] += 1
+        if progress is not None:
+            progress(done["n"], settings.trials)
+
+    study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s, callbacks=[tick],
+                   gc_after_trial=False)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise RuntimeError("no Optuna trial completed (all pruned or failed); raise --trials or --timeout")
+    best = study.best_trial
+    params = {**_search_space(optuna.trial.FixedTrial(best.params)), "bagging_freq": 1}
+    rounds = int(best.user_attrs["rounds"])
+    booster = lgb.train({**FIXED_PARAMS, **params}, _dataset(x, y), num_boost_round=rounds)
+    history = [{"number": t.number, "value": t.value, "state": t.state.name, **t.params} for t in study.trials]
+    return FitResult(booster, pipeline, params, rounds, float(best.value), len(study.trials),
+                     time.perf_counter() - start, history)
+
+
+def fit_fixed(table: pd.DataFrame, pipeline_settings: TrainSettings, params: dict[str, Any], rounds: int) -> FitResult:
+    """Refit with given settings (no tuning): what a router's evaluation does per fold when asked not to tune."""
+    import lightgbm as lgb
+
+    start = time.perf_counter()
+    pipeline = FeaturePipeline.fit(table, n_components=pipeline_settings.n_components,
+                                   probes=pipeline_settings.probe_k is not None)
+    x = pipeline.transform(table)
+    booster = lgb.train({**FIXED_PARAMS, **params}, _dataset(x, table["label"].to_numpy(dtype=float)),
+                        num_boost_round=rounds)
+    return FitResult(booster, pipeline, params, rounds, float("nan"), 0, time.perf_counter() - start)
+
+
+def predict(fit: FitResult, table: pd.DataFrame) -> np.ndarray:
+    return fit.booster.predict(fit.pipeline.transform(table))
+
+
+__all__ = ["FIXED_PARAMS", "FitResult", "TrainSettings", "fit_fixed", "predict", "tune_and_fit"]
