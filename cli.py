@@ -128,7 +128,7 @@ def run(
         pol = load_policy(policy, device=device) if _is_local(policy) else load_policy(policy)
         reward = None
         if prm and strat.uses_prm:
-            reward = load_prm(prm, device=device) if prm.split(":", 1)[0] != "calc" else load_prm(prm)
+            reward = load_prm(prm, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -259,8 +259,10 @@ def sweep(
         raise typer.Exit(2)
     store_path = store or Path("runs") / cfg.name / "outcomes.sqlite"
     if engine is not None:
-        if engine not in ("transformers", "llamacpp"):
-            con.print(f"[red]error:[/] --engine must be transformers or llamacpp, got {engine!r}")
+        from ttsopt.search.registry import ENGINES
+
+        if engine not in ENGINES:
+            con.print(f"[red]error:[/] --engine must be one of {', '.join(ENGINES)}, got {engine!r}")
             raise typer.Exit(2)
         cfg.engine = engine
     if pairs:
@@ -390,7 +392,7 @@ def prm_eval(
     con = _console()
     examples = load_processbench(data, limit=limit)
     with con.status(f"loading {prm} ..."):
-        reward = load_prm(prm) if prm.split(":", 1)[0] == "calc" else load_prm(prm, device=device)
+        reward = load_prm(prm, device=device)
     from rich.progress import Progress
 
     with Progress(console=con) as bar:
@@ -412,6 +414,100 @@ def prm_eval(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+
+def _settings(trials: int, timeout: Optional[float], folds: int, seed: int, components: int,
+              probe_k: Optional[int]):
+    from ttsopt.train.tuning import TrainSettings
+
+    return TrainSettings(trials=trials, timeout_s=timeout, folds=folds, seed=seed, n_components=components,
+                         probe_k=probe_k)
+
+
+def _check_snapshots(con, data: list[Path]) -> None:
+    missing = [str(d) for d in data if not (d / "snapshot.json").is_file()]
+    if missing:
+        con.print(f"[red]error:[/] not sweep snapshot folders (no snapshot.json): {', '.join(missing)}")
+        raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Option(..., help="snapshot folder(s) of sweeps (repeat --data for several)"),
+    out: Path = typer.Option(..., help="router directory to write (model.txt + manifest.json + study)"),
+    trials: int = typer.Option(30, help="Optuna trials to add to the study"),
+    timeout: Optional[float] = typer.Option(None, help="stop tuning after this many seconds"),
+    folds: int = typer.Option(5, help="cross-validation folds, grouped by question"),
+    seed: int = typer.Option(0),
+    components: int = typer.Option(8, help="PCA components of the question embedding"),
+    probe_k: Optional[int] = typer.Option(None, help="use the k-sample probe's features (1, 2 or 4)"),
+    study: Optional[str] = typer.Option(None, help="Optuna storage URL; default sqlite:///OUT/study.sqlite3 "
+                                        "(a second `ttsopt train` resumes it)"),
+) -> None:
+    """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; write the router artifact."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ttsopt.train.build import train_router
+
+    con = _console()
+    _check_snapshots(con, data)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con) as bar:
+        task = bar.add_task("Optuna trials", total=trials)
+        manifest = train_router(data, out, _settings(trials, timeout, folds, seed, components, probe_k),
+                                storage=study, progress=lambda done, total: bar.update(task, completed=done))
+    m = manifest["metrics"]
+    con.print(f"router {out}: {m['rows']} rows, {len(manifest['catalogue'])} pairs, cv cross-entropy "
+              f"{m['cv_cross_entropy']:.4f}, {m['trials_in_study']} trials in the study, {m['train_seconds']:.1f} s")
+
+
+@app.command()
+def evaluate(
+    router: Path = typer.Option(..., help="router directory from `ttsopt train`"),
+    data: list[Path] = typer.Option(..., help="snapshot folder(s) to evaluate on"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full evaluation as JSON"),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="write the tables as markdown"),
+    trials: Optional[int] = typer.Option(None, help="Optuna trials per fold (default: the router's)"),
+) -> None:
+    """Cross-fitted evaluation on the router's own data (refit and re-tuned per fold, grouped by question)."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ttsopt.data.files import atomic_write_text
+    from ttsopt.selector.artifact import ArtifactError, load_artifact
+    from ttsopt.train.evaluate import evaluate as run_evaluation
+    from ttsopt.train.evaluate import markdown
+    from ttsopt.train.table import load_training_table, table_hash
+    from ttsopt.train.tuning import TrainSettings
+
+    con = _console()
+    _check_snapshots(con, data)
+    try:
+        artifact = load_artifact(router)
+    except ArtifactError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    settings = TrainSettings(**artifact.manifest["settings"])
+    if trials is not None:
+        settings.trials = trials
+    table = load_training_table(data, probe_k=settings.probe_k)
+    trained_on = artifact.manifest["training_data"]["hash"]
+    if table_hash(table) != trained_on:
+        con.print("[yellow]note:[/] this data is not the router's training data; evaluating by cross-fitting "
+                  "on it with the router's settings (evaluating the saved model as it is comes with the next step)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con) as bar:
+        task = bar.add_task("folds (tuned inside each)", total=settings.folds)
+        report = run_evaluation(table, settings, progress=lambda d, t: bar.update(task, completed=d))
+    report["router"] = str(router)
+    text = markdown(report)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(report, indent=1, default=float) + "\n")
+    if markdown_out is not None:
+        atomic_write_text(markdown_out, text)
+    print(text)
 
 
 if __name__ == "__main__":  # pragma: no cover
