@@ -1,0 +1,146 @@
+"""The selector: its training table, grouped folds, the leak guard, training and the artifact."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ttsopt.data import Problem
+from ttsopt.search import Completion, Generation, StepScores
+from ttsopt.selector.artifact import ArtifactError, load_artifact
+from ttsopt.selector.pipeline import FeaturePipeline, LeakError, check_inputs
+from ttsopt.train.config import config_from_dict
+from ttsopt.train.snapshot import export_snapshot
+from ttsopt.train.store import OutcomeStore
+from ttsopt.train.sweep import run_sweep, write_problem_features
+from ttsopt.train.table import fold_lists, load_training_table
+from ttsopt.train.tuning import TrainSettings, predict, tune_and_fit
+
+
+class LevelPolicy:
+    """Right with a probability set by the problem's level; step mode writes two steps then the answer."""
+
+    name = "levels"
+    num_parameters = 1000
+
+    def __init__(self, problems):
+        self.by_question = {p.question: p for p in problems}
+
+    def format_prompt(self, question: str) -> str:
+        return f"Q: {question}\nA: "
+
+    def generate(self, prompts, params):
+        out = []
+        for i, prompt in enumerate(prompts):
+            problem = self.by_question[prompt.split("\n")[0][3:]]
+            rng = random.Random(f"{params.seed}:{i}:{prompt}")
+            p_right = {1: 0.9, 2: 0.5, 3: 0.1}[problem.level]
+            comps = []
+            for _ in range(params.n):
+                answer = problem.answer if rng.random() < p_right else str(int(problem.answer) + rng.randint(1, 3))
+                if params.stop and prompt.count("Step ") < 1:
+                    comps.append(Completion("Step 1: 1 + 1 = 2\n\n", 6, "stop"))
+                else:
+                    comps.append(Completion(f"Step 1: 1 + 1 = 2\n\nThe answer is {answer}.", 11, "eos"))
+            out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
+        return out
+
+
+class HashPRM:
+    name = "hash"
+    num_parameters = 10
+
+    def score(self, items):
+        return [StepScores([((hash(s) % 97) + 1) / 98 for s in steps], tokens=3 * len(steps)) for _, steps in items]
+
+
+CONFIG = {"name": "sel", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],
+          "methods": {"cot": {}, "majority": {}, "best_of_n": {"agg": ["min"], "vote": ["prm_vote"]},
+                      "beam": {"m": [2]}},
+          "budgets": [1, 2, 4], "n_subsets": 8, "chunk_size": 6, "max_depth": 3, "probe": {"k": 4, "seed": 7}}
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Path:
+    from ttsopt.train.units import ChunkWorker
+
+    tmp = tmp_path_factory.mktemp("sel")
+    problems = [Problem(f"p{i}", f"How much is {i} plus {i} {'and more ' * (i % 3)}?", str(2 * i), "test",
+                        {"level": 1 + i % 3}) for i in range(36)]
+    problems.append(Problem("dup", problems[0].question, problems[0].answer, "other", {"level": 1}))
+    policy = LevelPolicy(problems)
+    cfg = config_from_dict(CONFIG)
+    with OutcomeStore(tmp / "s.sqlite") as store:
+        run_sweep(cfg, store, problems, workers={"levels": ChunkWorker(cfg, "levels", ["calc"], policy=policy,
+                                                                       prms={"calc": HashPRM()})})
+        export_snapshot(store, tmp / "snap")
+    write_problem_features(problems, tmp / "snap", embeddings=False)
+    return tmp / "snap"
+
+
+def test_the_training_table_has_one_row_per_pair_problem_and_strategy(snapshot):
+    table = load_training_table([snapshot])
+    assert not table.duplicated(["policy", "prm", "problem_id", "strategy"]).any()
+    assert table["label"].between(0, 1).all()
+    assert {"level", "difficulty", "pass_at_1"} <= set(table.columns)  # kept for evaluation only
+    x = FeaturePipeline.fit(table).transform(table)
+    assert not {"level", "difficulty", "pass_at_1", "kind", "label"} & set(x.columns)
+
+
+def test_an_oracle_column_as_input_is_refused():
+    with pytest.raises(LeakError, match="difficulty"):
+        check_inputs(["txt_chars", "difficulty"])
+    with pytest.raises(LeakError, match="pass_at_1"):
+        check_inputs(["pass_at_1"])
+
+
+def test_no_question_is_ever_on_both_sides_of_a_split(snapshot):
+    table = load_training_table([snapshot])
+    assert table.loc[table["problem_id"] == "dup", "question_key"].iloc[0] == \
+        table.loc[table["problem_id"] == "p0", "question_key"].iloc[0]
+    for train, test in fold_lists(table, 5, seed=3):
+        assert not set(table["question_key"].iloc[train]) & set(table["question_key"].iloc[test])
+        held_out = set(table["problem_id"].iloc[test])
+        assert ("dup" in held_out) == ("p0" in held_out)  # the same text under two ids: one side only
+
+
+def test_a_small_training_run_is_deterministic_and_learns_the_levels(snapshot):
+    table = load_training_table([snapshot], probe_k=4)
+    settings = TrainSettings(trials=3, folds=3, n_components=0, probe_k=4)
+    a, b = tune_and_fit(table, settings), tune_and_fit(table, settings)
+    assert np.array_equal(predict(a, table), predict(b, table))
+    pred = pd.Series(predict(a, table), index=table.index)
+    majority4 = table["strategy"] == "majority:n=4"
+    by_level = pred[majority4].groupby(table.loc[majority4, "level"].astype(int)).mean()
+    assert by_level[1] > by_level[2] > by_level[3]  # the probe's agreement tells the levels apart
+
+
+def test_the_artifact_round_trips_and_a_tampered_one_is_refused(snapshot, tmp_path):
+    from ttsopt.train.build import train_router
+
+    out = tmp_path / "router"
+    manifest = train_router([snapshot], out, TrainSettings(trials=2, folds=3, n_components=0))
+    art = load_artifact(out)
+    assert set(art.catalogue) == {"levels+calc"} and manifest["training_data"]["questions"] == 36
+    table = load_training_table([snapshot])
+    assert np.allclose(art.booster.predict(art.pipeline.transform(table)),
+                       art.booster.predict(art.pipeline.transform(table)))
+    # a second `ttsopt train` resumes the study
+    again = train_router([snapshot], out, TrainSettings(trials=2, folds=3, n_components=0))
+    assert again["metrics"]["trials_in_study"] == 4
+    model = out / "model.txt"
+    model.write_text(model.read_text().replace("num_leaves=", "num_leaves=1", 1))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        load_artifact(out)
+    manifest_path = out / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    m["schema_version"] = 99
+    manifest_path.write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="schema"):
+        load_artifact(out)
+    assert not list(out.glob("*.pkl")) and not list(out.glob("*.pickle"))
