@@ -9,8 +9,8 @@ a ``.gguf`` path (all on transformers), ``llamacpp:PRESET_OR_GGUF`` (llama.cpp),
 PRM specs: ``calc``, ``judge:POLICY_SPEC`` (``judge:llamacpp:PRESET_OR_GGUF`` on llama.cpp),
 ``math-shepherd:PATH``, ``rlhflow:PATH``, ``skywork:PATH``, ``qwen-prm:PATH``.
 
-An *engine* (``transformers`` or ``llamacpp``) can be chosen for a whole sweep without
-renaming its pairs: :func:`on_engine` rewrites the specs that both engines can run.
+An *engine* (one of :data:`ENGINES`) can be chosen for a whole sweep without renaming
+its pairs: :func:`on_engine` rewrites the specs that both engines can run.
 """
 
 from __future__ import annotations
@@ -22,45 +22,67 @@ from .types import PRM, Policy
 
 PRM_FAMILIES = ("calc", "judge", "math-shepherd", "rlhflow", "skywork", "qwen-prm")
 
+#: The local engines that run presets and GGUF files. The one list: the CLI's ``--engine``, a
+#: sweep config's ``engine`` and the benchmarks check against it (:func:`check_engine`).
+ENGINES = ("transformers", "llamacpp")
 
-def load_policy(spec: str, **kwargs: Any) -> Policy:
-    """Build a policy from a spec string; ``kwargs`` go to the backend's constructor."""
-    kind, _, rest = spec.partition(":")
-    if spec in PRESETS or spec.endswith(".gguf") or kind == "hf":
-        from .engines.hf_policy import TransformersPolicy
+#: Constructor arguments that say where and how to hold weights; a PRM without weights ignores them.
+WEIGHT_PLACEMENT = ("device", "dtype")
 
-        return TransformersPolicy(rest if kind == "hf" else spec, **kwargs)
-    if kind == "llamacpp":
-        from .engines.llamacpp_policy import LlamaCppPolicy
 
-        kwargs.pop("device", None)  # llama.cpp here is a CPU engine
-        return LlamaCppPolicy(rest, **kwargs)
-    if kind == "openai":
-        from .engines.openai_policy import OpenAIPolicy
+def policy_backend(spec: str) -> str:
+    """Which backend runs ``spec``: ``transformers``, ``llamacpp``, ``openai`` or ``vllm``.
 
-        base_url, _, model = rest.partition("#")
-        if not model:
-            raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL, got {spec!r}")
-        return OpenAIPolicy(base_url, model, **kwargs)
-    if kind == "vllm":
-        from .engines.vllm_policy import VLLMPolicy
-
-        return VLLMPolicy(rest, **kwargs)
+    An explicit backend prefix wins over the path's form: ``llamacpp:/x/model.gguf`` ends in
+    ``.gguf`` too, and it is exactly what :func:`on_engine` writes for a GGUF policy on llama.cpp.
+    """
+    kind, _, _ = spec.partition(":")
+    if kind in ("llamacpp", "openai", "vllm"):
+        return kind
+    if kind == "hf" or spec in PRESETS or spec.endswith(".gguf"):
+        return "transformers"
     raise ValueError(
         f"unknown policy spec {spec!r}; expected a preset ({', '.join(PRESETS)}), hf:PATH, a .gguf file, "
         "llamacpp:PRESET_OR_GGUF, openai:BASE_URL#MODEL or vllm:MODEL"
     )
 
 
-ENGINES = ("transformers", "llamacpp")
+def load_policy(spec: str, **kwargs: Any) -> Policy:
+    """Build a policy from a spec string; ``kwargs`` go to the backend's constructor."""
+    backend = policy_backend(spec)
+    kind, _, rest = spec.partition(":")
+    if backend == "transformers":
+        from .engines.hf_policy import TransformersPolicy
+
+        return TransformersPolicy(rest if kind == "hf" else spec, **kwargs)
+    if backend == "llamacpp":
+        from .engines.llamacpp_policy import LlamaCppPolicy
+
+        kwargs.pop("device", None)  # llama.cpp here is a CPU engine
+        return LlamaCppPolicy(rest, **kwargs)
+    if backend == "openai":
+        from .engines.openai_policy import OpenAIPolicy
+
+        base_url, _, model = rest.partition("#")
+        if not model:
+            raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL, got {spec!r}")
+        return OpenAIPolicy(base_url, model, **kwargs)
+    from .engines.vllm_policy import VLLMPolicy
+
+    return VLLMPolicy(rest, **kwargs)
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else a ValueError that names them."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return engine
 
 
 def on_engine(spec: str, engine: str) -> str:
     """The spec that runs ``spec`` on ``engine``: presets and GGUF files move between
     transformers and llama.cpp (policies and judges); every other spec is left alone."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if engine == "transformers":
+    if check_engine(engine) == "transformers":
         return spec
     if spec.startswith("judge:"):
         return "judge:" + on_engine(spec[len("judge:"):], engine)
@@ -70,13 +92,16 @@ def on_engine(spec: str, engine: str) -> str:
 
 
 def load_prm(spec: str, **kwargs: Any) -> PRM:
-    """Build a PRM from a spec string; ``kwargs`` go to the adapter's constructor."""
+    """Build a PRM from a spec string; ``kwargs`` go to the adapter's constructor.
+
+    ``calc`` accepts and ignores ``device`` and ``dtype``: it has no weights to place, so callers
+    pass them to every PRM alike instead of special-casing the calculator.
+    """
     family, _, rest = spec.partition(":")
     if family == "calc":
         from .prm.calc import CalculatorPRM
 
-        kwargs.pop("device", None)  # no weights: it runs wherever it is called
-        return CalculatorPRM(**kwargs)
+        return CalculatorPRM(**{k: v for k, v in kwargs.items() if k not in WEIGHT_PLACEMENT})
     if not rest:
         raise ValueError(f"PRM spec {spec!r} needs a model: {family}:PATH_OR_NAME")
     if family == "judge":

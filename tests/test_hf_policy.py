@@ -286,3 +286,34 @@ def test_the_next_step_continues_from_the_generated_tokens_not_a_retokenisation(
         ids = policy.encode_prompt(prompt + c.text)
         assert len(ids) == gen.prompt_tokens + c.tokens
         assert policy.tokenizer.decode(ids[gen.prompt_tokens:], skip_special_tokens=True) == c.text
+
+
+# ---- the stop rule and greedy copies both local policies share (search/engines/stopping.py) ----
+
+
+def test_the_stop_rule_keeps_stop_strings_and_cuts_end_markers():
+    from ttsopt.search.engines.stopping import StopRule, TextEnd
+
+    rule = StopRule(stops=("\n\n",), end_markers=("Question:",))
+    assert rule.markers == ("\n\n", "Question:") and rule.window == 2 * len("Question:") + 8
+    assert rule.seen_in("so 2 + 2 = 4\n\n") and not rule.seen_in("so 2 + 2 = 4\n")
+    assert rule.finish("2 + 2 = 4\n\nnext", "text") == TextEnd("2 + 2 = 4\n\n", "stop")
+    assert rule.finish("The answer is 4.\nQuestion: what", "text") == TextEnd("The answer is 4.\n", "eos")
+    assert rule.finish("whatever\n\n", "eos") == TextEnd("whatever\n\n", "eos")  # only text ends are cut
+    assert rule.finish("whatever", "length") == TextEnd("whatever", "length")
+    # a marker seen in the decoded window but not in the whole row: the text is kept, flagged
+    assert rule.finish("no marker here", "text") == TextEnd("no marker here", "stop", unmatched=True)
+
+
+def test_greedy_computes_one_row_per_prompt_and_copies_it_into_independent_completions():
+    from ttsopt.search.engines.continuations import completions_per_row, fill_greedy, rows_per_prompt
+    from ttsopt.search.types import Completion
+
+    greedy3, sampled3 = SamplingParams(n=3, temperature=0.0), SamplingParams(n=3, temperature=0.7)
+    assert (rows_per_prompt(greedy3), completions_per_row(greedy3)) == (1, 3)
+    assert (rows_per_prompt(sampled3), completions_per_row(sampled3)) == (3, 1)
+    one = Completion(text="4", tokens=1, finish_reason="eos", logprob=-0.1)
+    copies = fill_greedy([one], greedy3)
+    assert copies == [one] * 3 and len({id(c) for c in copies}) == 3
+    three = [one, one, one]
+    assert fill_greedy(three, sampled3) is three

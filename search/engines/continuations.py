@@ -1,4 +1,5 @@
-"""What every local backend shares around ``generate``: argument checks and continuation ids.
+"""What every local backend shares around ``generate``: argument checks, continuation ids and
+the greedy shortcut (one completion computed, copied n times).
 
 A prompt that is an earlier prompt plus one of its completions (the next step of a tree
 search) must continue from the token ids that were generated, not from a re-tokenisation
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Sequence
 
-from ..types import SamplingParams
+from ..types import Completion, SamplingParams
 
 #: Continuations (prompt + completion -> token ids) remembered for the next step of a search.
 CONTINUATION_CACHE_SIZE = 8192
@@ -64,4 +65,28 @@ def check_encoded(encoded: Sequence[Sequence[int]]) -> None:
             raise ValueError(f"prompt {i} is empty after tokenisation")
 
 
-__all__ = ["CONTINUATION_CACHE_SIZE", "ContinuationIds", "check_generate_args", "check_encoded"]
+# Greedy decoding is deterministic, so a local backend computes one completion per prompt and
+# copies it n times instead of decoding n identical rows.
+
+
+def rows_per_prompt(params: SamplingParams) -> int:
+    """Completions a local backend computes per prompt: one when greedy, else ``params.n``."""
+    return 1 if params.greedy else params.n
+
+
+def completions_per_row(params: SamplingParams) -> int:
+    """Completions a computed row stands for (what progress counts): ``n`` when greedy, else 1."""
+    return params.n if params.greedy else 1
+
+
+def fill_greedy(computed: list[Completion], params: SamplingParams) -> list[Completion]:
+    """A prompt's ``params.n`` completions from the ones computed for it: as they are, or, when
+    greedy, the one completion and n - 1 copies (separate objects, so editing one edits one)."""
+    if not params.greedy:
+        return computed
+    first = computed[0]
+    return [first] + [Completion(**vars(first)) for _ in range(params.n - 1)]
+
+
+__all__ = ["CONTINUATION_CACHE_SIZE", "ContinuationIds", "check_generate_args", "check_encoded",
+           "rows_per_prompt", "completions_per_row", "fill_greedy"]

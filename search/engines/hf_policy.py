@@ -24,8 +24,9 @@ from typing import Callable, Sequence
 
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
-from .continuations import ContinuationIds, check_encoded, check_generate_args
-from .stopping import first_match, marker_window
+from .continuations import (ContinuationIds, check_encoded, check_generate_args, completions_per_row,
+                            fill_greedy, rows_per_prompt)
+from .stopping import StopRule
 from ..types import Completion, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,13 @@ class _Tracker:
     """Per-row bookkeeping for one ``generate`` call: finish step, finish cause, summed logprob."""
 
     def __init__(self, tokenizer, prompt_len: int, rows: int, eos_ids: list[int],
-                 markers: Sequence[str], want_logprobs: bool, device):
+                 rule: StopRule, want_logprobs: bool, device):
         import torch
 
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.eos = torch.tensor(eos_ids, device=device)
-        self.markers = tuple(markers)
-        self.window = marker_window(self.markers)
+        self.rule = rule
         self.ends: list[_RowEnd | None] = [None] * rows
         self.want_logprobs = want_logprobs
         self.logprob = torch.zeros(rows, dtype=torch.float64, device=device)
@@ -117,13 +117,13 @@ class _Tracker:
         for r in active:
             if is_eos[r]:
                 self.ends[r] = _RowEnd(gen_len, "eos")
-            elif self.markers:
+            elif self.rule.markers:
                 check_text.append(r)
         if check_text:
-            start = max(self.prompt_len, input_ids.shape[1] - self.window)
+            start = max(self.prompt_len, input_ids.shape[1] - self.rule.window)
             tails = _decode_batch(self.tokenizer, input_ids[check_text, start:].tolist())
             for r, tail in zip(check_text, tails):
-                if any(m in tail for m in self.markers):
+                if self.rule.seen_in(tail):
                     self.ends[r] = _RowEnd(gen_len, "text")
         return torch.tensor([e is not None for e in self.ends], device=input_ids.device)
 
@@ -323,7 +323,7 @@ class TransformersPolicy:
             return []
         encoded = [self.encode_prompt(p) for p in prompts]
         check_encoded(encoded)
-        copies = 1 if params.greedy else params.n
+        copies = rows_per_prompt(params)
         if copies > 1 and self.shared_prefix and self._can_share(encoded, params):
             return self._generate_shared(prompts, encoded, params, progress)
         rows = [p for p in range(len(prompts)) for _ in range(copies)]
@@ -339,12 +339,10 @@ class TransformersPolicy:
                     results[r] = completion
                     self._remember(prompts[rows[r]], completion.text, encoded[rows[r]], ids)
                 if progress is not None:
-                    progress(len(chunk) * (params.n if params.greedy else 1))
+                    progress(len(chunk) * completions_per_row(params))
         generations = []
         for p in range(len(prompts)):
-            mine = results[p * copies:(p + 1) * copies]
-            if params.greedy:
-                mine = [mine[0]] + [Completion(**vars(mine[0])) for _ in range(params.n - 1)]
+            mine = fill_greedy(results[p * copies:(p + 1) * copies], params)
             generations.append(Generation(
                 prompt_tokens=len(encoded[p]), completions=mine, prefill_tokens=copies * len(encoded[p]),
             ))
@@ -401,10 +399,9 @@ class TransformersPolicy:
             attention_mask[i, width - len(ids):] = 1
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
 
-        stops = params.stop
-        end_markers = self.prompt_format.end_markers
+        rule = StopRule.for_call(params, self.prompt_format.end_markers)
         tracker = _Tracker(self.tokenizer, width, len(encoded), self.eos_token_ids,
-                           (*stops, *end_markers), want_logprobs=self.logprobs, device=device)
+                           rule, want_logprobs=self.logprobs, device=device)
         processor, criterion = _hooks(tracker)
         with torch.inference_mode(), _quiet_transformers():
             sequences = self.model.generate(
@@ -416,27 +413,21 @@ class TransformersPolicy:
         generated = sequences[:, width:].tolist()
         # A row nothing stopped ran for every step (max_tokens, or fewer if the context ran out).
         ends = [end or _RowEnd(len(generated[row]), "length") for row, end in enumerate(tracker.ends)]
-        out, ids = self._finish_rows(generated, ends, tracker.logprob.tolist(), stops, end_markers)
+        out, ids = self._finish_rows(generated, ends, tracker.logprob.tolist(), rule)
         self._last_ids.extend(ids)
         return out
 
     def _finish_rows(self, generated: list[list[int]], ends: list[_RowEnd], logprobs: list[float],
-                     stops: Sequence[str], end_markers: Sequence[str]) -> tuple[list[Completion], list[list[int]]]:
+                     rule: StopRule) -> tuple[list[Completion], list[list[int]]]:
         """Completions (text cut at the first stop/end marker) and the generated ids behind each."""
         kept = [generated[row][:end.tokens - (end.reason == "eos")] for row, end in enumerate(ends)]
         texts = _decode_batch(self.tokenizer, kept)
         out = []
         for row, (end, text) in enumerate(zip(ends, texts)):
-            reason = "eos" if end.reason == "eos" else "length"
-            if end.reason == "text":
-                match = first_match(text, stops, end_markers)
-                if match is None:  # decoding the window and the whole row disagreed; keep the text
-                    log.warning("stop text seen while generating but not in the decoded row: %r", text[-80:])
-                    reason = "stop"
-                else:
-                    start, stop_end, is_end_marker = match
-                    text, reason = (text[:start], "eos") if is_end_marker else (text[:stop_end], "stop")
-            out.append(Completion(text=text, tokens=end.tokens, finish_reason=reason,
+            finished = rule.finish(text, end.reason)
+            if finished.unmatched:  # decoding the window and the whole row disagreed; the text is kept
+                log.warning("stop text seen while generating but not in the decoded row: %r", text[-80:])
+            out.append(Completion(text=finished.text, tokens=end.tokens, finish_reason=finished.reason,
                                   logprob=logprobs[row] if self.logprobs else None))
         return out, kept
 
@@ -461,8 +452,7 @@ class TransformersPolicy:
         copies = params.n
         pending = sorted(range(len(prompts)), key=lambda p: -len(encoded[p]))[::-1]  # pop() = longest
         capacity = max(copies, min(self.shared_rows, len(prompts) * copies))
-        markers = (*params.stop, *self.prompt_format.end_markers)
-        window = marker_window(markers)
+        rule = StopRule.for_call(params, self.prompt_format.end_markers)
         eos = torch.tensor(self.eos_token_ids, device=self.device)
         gen: list[list[int]] = [[] for _ in range(len(prompts) * copies)]  # row id = prompt * copies + sample
         ends: list[_RowEnd | None] = [None] * len(gen)
@@ -490,12 +480,12 @@ class TransformersPolicy:
                         logprob[r] += lp[i]
                     if is_eos[i]:
                         ends[r] = _RowEnd(len(gen[r]), "eos")
-                    elif markers:
+                    elif rule.markers:
                         check.append(r)
                 if check:
-                    tails = _decode_batch(self.tokenizer, [gen[r][-window:] for r in check])
+                    tails = _decode_batch(self.tokenizer, [gen[r][-rule.window:] for r in check])
                     for r, tail in zip(check, tails):
-                        if any(m in tail for m in markers):
+                        if rule.seen_in(tail):
                             ends[r] = _RowEnd(len(gen[r]), "text")
                 for r in batch.owner:
                     if ends[r] is None and len(gen[r]) == params.max_tokens:
@@ -518,7 +508,7 @@ class TransformersPolicy:
                     fresh = admit(capacity - batch.rows)
                     logits = fresh if logits is None else torch.cat([logits, fresh])
         # every row has ended: a row leaves the batch only once it has, and the loop runs until none is left
-        completions, ids = self._finish_rows(gen, ends, logprob, params.stop, self.prompt_format.end_markers)
+        completions, ids = self._finish_rows(gen, ends, logprob, rule)
         out = []
         for p in range(len(prompts)):
             mine = slice(p * copies, (p + 1) * copies)

@@ -24,8 +24,9 @@ import numpy as np
 from .llamacpp_engine import LlamaCppEngine, resolve_gguf
 from .models import PRESETS
 from .prompts import PromptFormat, chat_format, plain_format
-from .continuations import ContinuationIds, check_encoded, check_generate_args
-from .stopping import first_match, marker_window
+from .continuations import (ContinuationIds, check_encoded, check_generate_args, completions_per_row,
+                            fill_greedy, rows_per_prompt)
+from .stopping import StopRule
 from ..types import Completion, Generation, SamplingParams
 
 
@@ -146,7 +147,7 @@ class LlamaCppPolicy:
             return []
         encoded = [self.encode_prompt(p) for p in prompts]
         check_encoded(encoded)
-        copies = 1 if params.greedy else params.n
+        copies = rows_per_prompt(params)
         # (prompt, first sample, count) pieces packed into waves of at most max_active rows
         pieces = [(p, j, min(self.max_active, copies - j))
                   for p in range(len(prompts)) for j in range(0, copies, self.max_active)]
@@ -162,12 +163,10 @@ class LlamaCppPolicy:
             for row in rows:
                 results[(row.prompt, row.sample)] = self._finish(row, prompts[row.prompt], encoded[row.prompt], params)
             if progress is not None:
-                progress(len(rows) * (params.n if params.greedy else 1))
+                progress(len(rows) * completions_per_row(params))
         out = []
         for p in range(len(prompts)):
-            mine = [results[(p, j)] for j in range(copies)]
-            if params.greedy:
-                mine = [mine[0]] + [Completion(**vars(mine[0])) for _ in range(params.n - 1)]
+            mine = fill_greedy([results[(p, j)] for j in range(copies)], params)
             out.append(Generation(prompt_tokens=len(encoded[p]), completions=mine, prefill_tokens=prefilled[p]))
         return out
 
@@ -188,9 +187,7 @@ class LlamaCppPolicy:
                 seed = None if params.seed is None else [params.seed, p, j0 + j]
                 rows.append(_Row(prompt=p, sample=j0 + j, slot=s, rng=np.random.default_rng(seed)))
                 first_logits_of_row.append(k)
-        stops = params.stop
-        markers = (*stops, *self.prompt_format.end_markers)
-        window = marker_window(markers)
+        rule = StopRule.for_call(params, self.prompt_format.end_markers)
         current = logits[first_logits_of_row]
         active = rows
         try:
@@ -208,7 +205,7 @@ class LlamaCppPolicy:
                         continue
                     row.ids.append(tok)
                     row.text += engine.piece(tok)
-                    if markers and any(m in bytes(row.text[-window:]).decode("utf-8", "ignore") for m in markers):
+                    if rule.markers and rule.seen_in(bytes(row.text[-rule.window:]).decode("utf-8", "ignore")):
                         row.end = "text"
                     elif row.tokens >= params.max_tokens:
                         row.end = "length"
@@ -222,15 +219,9 @@ class LlamaCppPolicy:
         return rows
 
     def _finish(self, row: _Row, prompt: str, prompt_ids: list[int], params: SamplingParams) -> Completion:
-        text = bytes(row.text).decode("utf-8", "replace")
-        reason = "eos" if row.end == "eos" else "length"
-        if row.end == "text":
-            match = first_match(text, params.stop, self.prompt_format.end_markers)
-            if match is None:  # a marker split by invalid UTF-8 bytes; keep the text
-                reason = "stop"
-            else:
-                start, stop_end, is_end_marker = match
-                text, reason = (text[:start], "eos") if is_end_marker else (text[:stop_end], "stop")
+        # a row that saw a marker split by invalid UTF-8 bytes keeps its text (TextEnd.unmatched)
+        text, reason, _ = StopRule.for_call(params, self.prompt_format.end_markers).finish(
+            bytes(row.text).decode("utf-8", "replace"), row.end)
         self._remember(prompt, text, prompt_ids, row.ids)
         return Completion(text=text, tokens=row.tokens, finish_reason=reason,
                           logprob=row.logprob if self.logprobs else None)

@@ -19,30 +19,138 @@ tested against a real server on loopback. The server speaks vLLM's dialect:
 ``generate`` calls are serialised (a local model is not thread-safe and gains nothing
 from interleaving); a request with many prompts becomes one batched ``generate`` call,
 so clients should send prompts together (``OpenAIPolicy(prompts_per_request=...)``).
+
+Because calls are serialised, one oversized request would hold the model for every other
+client, so a request is bounded (:class:`ServerLimits`: ``n``, ``max_tokens``, prompts,
+samples per request, body bytes); a request past a bound is refused with a 4xx that names
+the bound and its value. A failure inside the model answers 500 with a generic message and a
+request id, and the exception is logged here with that id: its text may describe the host
+(paths, memory, library internals) and is no business of a remote client.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the request model class
 # defined inside create_app, not a string it cannot resolve.
 import asyncio
+import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..types import Policy, SamplingParams
 
+log = logging.getLogger(__name__)
 
-def create_app(policy: Policy, *, model_name: str | None = None):
-    """A FastAPI app serving ``policy`` as model ``model_name`` (default ``policy.name``)."""
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask of the served policy.
+
+    The defaults admit what a sweep sends (budgets up to the paper's 256 samples, full
+    solutions of a few thousand tokens) and refuse what would hold the model for minutes.
+    """
+
+    #: samples per prompt (the request's ``n``)
+    max_n: int = 256
+    #: tokens generated per sample (the request's ``max_tokens``)
+    max_tokens: int = 4096
+    #: prompts in one request
+    max_prompts: int = 256
+    #: prompts x n: the rows one request makes the model decode
+    max_samples: int = 4096
+    #: bytes of the request body (prompts are text; 8 MiB is thousands of few-shot prompts)
+    max_body_bytes: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
+
+    def refusal(self, n: int, max_tokens: int, prompts: int) -> str | None:
+        """Why a request of ``prompts`` prompts x ``n`` samples x ``max_tokens`` is refused, or None."""
+        for asked, value, bound, limit in (("n", n, "max_n", self.max_n),
+                                           ("max_tokens", max_tokens, "max_tokens", self.max_tokens),
+                                           ("prompts", prompts, "max_prompts", self.max_prompts)):
+            if value > limit:
+                return f"{asked}={value} exceeds this server's limit {bound}={limit}"
+        if prompts * n > self.max_samples:
+            return (f"{prompts} prompts x n={n} = {prompts * n} samples exceeds this server's limit "
+                    f"max_samples={self.max_samples}; send fewer prompts per request")
+        return None
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is refused with 413 before it is parsed.
+
+    A declared ``Content-Length`` is checked up front; a chunked body is counted as it arrives
+    (an ``HTTPException`` raised while FastAPI reads the body reaches the app's handler).
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def message(self) -> str:
+        return f"request body exceeds this server's limit max_body_bytes={self.max_bytes}"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _error(413, self.message(), "RequestTooLargeError")(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    from fastapi import HTTPException
+
+                    raise HTTPException(413, self.message())
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _error(status: int, message: str, kind: str = "BadRequestError", **extra: Any):
+    """An OpenAI-shaped error response: ``{"error": {"message", "type", "code", ...}}``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status,
+                        content={"error": {"message": message, "type": kind, "code": status, **extra}})
+
+
+_ERROR_KINDS = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
+                413: "RequestTooLargeError"}
+
+
+def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerLimits | None = None,
+               **limit_values: int):
+    """A FastAPI app serving ``policy`` as model ``model_name`` (default ``policy.name``).
+
+    Bounds come from ``limits`` or from its fields as keywords (``max_n=16``, ...); the
+    defaults are :class:`ServerLimits`'s.
+    """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    if limits is not None and limit_values:
+        raise TypeError("pass limits=ServerLimits(...) or its fields as keywords, not both")
+    limits = limits or ServerLimits(**limit_values)
     served = model_name or policy.name
     lock = threading.Lock()
     app = FastAPI(title=f"ttsopt policy server ({served})")
+    app.state.limits = limits
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
 
     class CompletionRequest(BaseModel):
         # Unknown OpenAI fields (echo, user, ...) are accepted and ignored, as vLLM does.
@@ -58,9 +166,18 @@ def create_app(policy: Policy, *, model_name: str | None = None):
         logprobs: int | None = None
         stream: bool = False
 
-    def error(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
-        return JSONResponse(status_code=status,
-                            content={"error": {"message": message, "type": kind, "code": status}})
+    error = _error  # the module's, named as the handlers below read
+
+    def internal_error():
+        """500 with a generic message and a fresh request id; the exception is logged under that id."""
+        request_id = f"req-{uuid.uuid4().hex[:16]}"
+        log.exception("policy server: request %s failed", request_id)
+        return error(500, f"internal error while generating (request id {request_id}); "
+                          "the server's log has the details", "InternalServerError", request_id=request_id)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), _ERROR_KINDS.get(exc.status_code, "HTTPError"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):
@@ -91,6 +208,9 @@ def create_app(policy: Policy, *, model_name: str | None = None):
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
         if not prompts:
             return error(400, "prompt must not be empty")
+        refusal = limits.refusal(req.n, req.max_tokens, len(prompts))
+        if refusal is not None:
+            return error(400, refusal)
         try:
             params = SamplingParams(n=req.n, temperature=req.temperature, top_p=req.top_p,
                                     max_tokens=req.max_tokens, stop=tuple(_as_list(req.stop)), seed=req.seed)
@@ -99,11 +219,14 @@ def create_app(policy: Policy, *, model_name: str | None = None):
         with lock:
             try:
                 generations = policy.generate(prompts, params)
-            except ValueError as e:
+            except ValueError as e:  # the policy's own argument checks: the client's to fix
                 return error(400, str(e))
-            except Exception as e:  # the model failed: the client may retry
-                return error(500, f"{type(e).__name__}: {e}", "InternalServerError")
-        return completion_response(served, generations, params)
+            except Exception:  # the model failed: the client may retry; the details stay here
+                return internal_error()
+        try:
+            return completion_response(served, generations, params)
+        except Exception:  # a policy that broke its contract (a Generation of the wrong shape)
+            return internal_error()
 
     return app
 
@@ -189,12 +312,14 @@ def serve_in_background(policy: Policy, host: str = "127.0.0.1", port: int = 0, 
     return start_background(create_app(policy, **app_kwargs), host=host, port=port)
 
 
-def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None) -> None:
-    """Serve ``policy`` until interrupted. Bind ``0.0.0.0`` only on a trusted network: there is no auth."""
+def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
+          **limits: Any) -> None:
+    """Serve ``policy`` until interrupted (``limits``: see :func:`create_app`).
+    Bind ``0.0.0.0`` only on a trusted network: there is no auth."""
     import uvicorn
 
-    uvicorn.run(create_app(policy, model_name=model_name), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(policy, model_name=model_name, **limits), host=host, port=port, log_level="info")
 
 
 __all__ = ["create_app", "completion_response", "serve", "serve_in_background", "start_background",
-           "BackgroundServer"]
+           "BackgroundServer", "ServerLimits"]
