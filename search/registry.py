@@ -66,7 +66,9 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         base_url, _, model = rest.partition("#")
         if not model:
             raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL, got {spec!r}")
-        return OpenAIPolicy(base_url, model, **kwargs)
+        policy = OpenAIPolicy(base_url, model, **kwargs)
+        policy.num_parameters  # an unknown size fails here, at load, not as 0 FLOPs in every row
+        return policy
     from .engines.vllm_policy import VLLMPolicy
 
     return VLLMPolicy(rest, **kwargs)

@@ -205,7 +205,8 @@ def test_server_errors_are_retried_with_backoff():
     with server:
         policy = OpenAIPolicy(server.url, "m", retry_backoff_s=0.01, extra_body={"add_special_tokens": False})
         gen = policy.generate(["q"], SamplingParams(stop=("\n\n",)))[0]
-        assert policy.num_parameters == 0  # this server has no /v1/models: FLOPs read 0, with a warning
+        with pytest.raises(ValueError, match="num_parameters="):  # no /v1/models here: not 0 FLOPs but an error
+            policy.num_parameters
     assert len(seen) == 2 and seen[0]["add_special_tokens"] is False
     assert gen == Generation(prompt_tokens=9, completions=[Completion("7 + 5 = 12\n\n", 6, "stop", -1.5)])
     assert seen[0]["logprobs"] == 1 and seen[0]["seed"] == 0
@@ -236,7 +237,8 @@ def test_an_unreachable_server_is_named_in_the_error():
     policy = OpenAIPolicy(f"http://127.0.0.1:{port}", "m", max_retries=1, retry_backoff_s=0.01)
     with pytest.raises(OpenAIServerError, match=f"could not reach http://127.0.0.1:{port}/v1/completions"):
         policy.generate(["q"], SamplingParams())
-    assert policy.num_parameters == 0
+    with pytest.raises(ValueError, match="could not ask"):
+        policy.num_parameters
 
 
 def test_a_server_that_ignores_n_is_topped_up_with_more_requests():

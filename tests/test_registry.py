@@ -15,6 +15,12 @@ BACKENDS = {
 }
 
 
+class _Built(str):
+    """What a recorder returns: the backend's name, with a known size (load_policy checks it)."""
+
+    num_parameters = 1
+
+
 @pytest.fixture
 def built(monkeypatch) -> list[tuple[str, tuple, dict]]:
     """Every backend class swapped for a recorder; the list gets (backend, args, kwargs) per build."""
@@ -24,7 +30,7 @@ def built(monkeypatch) -> list[tuple[str, tuple, dict]]:
     for backend, (module, cls) in BACKENDS.items():
         def record(*args, _backend=backend, **kwargs):
             calls.append((_backend, args, kwargs))
-            return _backend
+            return _Built(_backend)
 
         monkeypatch.setattr(importlib.import_module(module), cls, record)
     return calls

@@ -88,7 +88,8 @@ def test_parameter_count_comes_from_the_config_alone(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     assert parameters_from_config(str(tiny_model_dir)) == count_parameters(model) > 0
-    assert parameters_from_config(str(tiny_model_dir / "missing")) == 0
+    with pytest.raises(ValueError, match="num_parameters="):  # an unknown size is an error, not 0 FLOPs
+        parameters_from_config(str(tiny_model_dir / "missing"))
 
 
 class FakeLLM:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from ttsopt.data.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,9 @@ def _dequantise_to(folder: Path, gguf_file: str, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    if target.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.replace(tmp, target)
+    with atomic_path(target, directory=True, keep_existing=True) as tmp:  # another process may win the race
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
 
 
 def count_parameters(model) -> int:

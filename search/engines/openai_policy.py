@@ -57,6 +57,10 @@ class OpenAIServerError(RuntimeError):
         self.status_code = status_code
 
 
+class UnknownParameterCount(ValueError):
+    """The server does not say how large the model is, and the caller did not either."""
+
+
 class OpenAIPolicy:
     """Policy protocol over HTTP. See the module docstring for what is recovered how.
 
@@ -65,7 +69,8 @@ class OpenAIPolicy:
     ``generate`` call, but not with vLLM, which would sample identical prompts alike.
     ``num_parameters`` (for FLOPs) is asked of ``/v1/models`` on first use when not
     given (llama.cpp and ttsopt report it; vLLM and SGLang do not); if the server does
-    not say, it is 0 with a warning, and FLOPs of this policy read as 0.
+    not say, reading it is an error naming ``num_parameters=``: FLOPs of 0 would make the
+    model look free on every budget axis.
     ``extra_body`` is merged into every request last (server-specific fields). For
     example vLLM adds the tokenizer's BOS to a prompt whose chat template already
     starts with one (Llama 3); ``extra_body={"add_special_tokens": False}`` stops that.
@@ -243,17 +248,15 @@ class OpenAIPolicy:
         try:
             entries = self.models()
         except OpenAIServerError as e:
-            log.warning("could not ask %s for the parameter count (%s); num_parameters=0, FLOPs will read 0",
-                        self.base_url, e)
-            return 0
+            raise UnknownParameterCount(f"could not ask {self.base_url} for the parameter count of {self.model!r} "
+                                        f"({e}); pass num_parameters= (FLOPs are charged per parameter)") from e
         for entry in entries:
             if entry.get("id") == self.model or len(entries) == 1:
                 found = parameters_from_model_entry(entry)
                 if found:
                     return found
-        log.warning("%s does not report the parameter count of %r; pass num_parameters= for FLOPs "
-                    "(using 0)", self.base_url, self.model)
-        return 0
+        raise UnknownParameterCount(f"{self.base_url} does not report the parameter count of {self.model!r}; "
+                                    "pass num_parameters= (FLOPs are charged per parameter)")
 
 
 # -- pure helpers (unit-tested without a server) ---------------------------------------
@@ -449,6 +452,6 @@ def _error_message(r: httpx.Response) -> str:
 
 
 __all__ = [
-    "OpenAIPolicy", "OpenAIServerError", "all_stop_strings", "settle_stop", "completions_from_response",
+    "OpenAIPolicy", "OpenAIServerError", "UnknownParameterCount", "all_stop_strings", "settle_stop", "completions_from_response",
     "parameters_from_model_entry", "load_tokenizer",
 ]

@@ -121,7 +121,8 @@ def generation_from_output(output, stop: Sequence[str], end_markers: Sequence[st
 def parameters_from_config(model: str) -> int:
     """Exact parameter count from the HF config alone (weights built on the meta device, none read).
 
-    Returns 0 with a warning when the config cannot be read (FLOPs then read 0).
+    An unreadable config is an error: FLOPs of 0 would make this model look free on every
+    budget axis; pass ``num_parameters=`` to the policy instead.
     """
     try:
         import torch
@@ -135,9 +136,9 @@ def parameters_from_config(model: str) -> int:
         with torch.device("meta"):
             net = AutoModelForCausalLM.from_config(config)
         return sum(p.numel() for p in net.parameters())
-    except Exception as e:  # any failure here only costs the FLOPs figure
-        log.warning("could not count the parameters of %s from its config (%s); pass num_parameters=", model, e)
-        return 0
+    except Exception as e:
+        raise ValueError(f"could not count the parameters of {model} from its config ({e}); "
+                         "pass num_parameters= (FLOPs are charged per parameter)") from e
 
 
 __all__ = ["VLLMPolicy", "vllm_sampling_kwargs", "generation_from_output", "parameters_from_config", "INSTALL_HINT"]
