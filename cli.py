@@ -479,7 +479,7 @@ def evaluate(
     from ttsopt.selector.artifact import ArtifactError, load_artifact
     from ttsopt.train.evaluate import evaluate as run_evaluation
     from ttsopt.train.evaluate import markdown
-    from ttsopt.train.table import load_training_table, table_hash
+    from ttsopt.train.table import load_training_table
     from ttsopt.train.tuning import TrainSettings
 
     con = _console()
@@ -493,14 +493,32 @@ def evaluate(
     if trials is not None:
         settings.trials = trials
     table = load_training_table(data, probe_k=settings.probe_k)
-    trained_on = artifact.manifest["training_data"]["hash"]
-    if table_hash(table) != trained_on:
-        con.print("[yellow]note:[/] this data is not the router's training data; evaluating by cross-fitting "
-                  "on it with the router's settings (evaluating the saved model as it is comes with the next step)")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con) as bar:
-        task = bar.add_task("folds (tuned inside each)", total=settings.folds)
-        report = run_evaluation(table, settings, progress=lambda d, t: bar.update(task, completed=d))
+    if "question_keys" not in artifact.manifest["training_data"]:
+        con.print(f"[red]error:[/] {router} does not list its training questions, so seen and unseen data cannot "
+                  "be told apart: retrain it with `ttsopt train`")
+        raise typer.Exit(2)
+    trained = set(artifact.manifest["training_data"]["question_keys"])
+    overlap = set(table["question_key"]) & trained
+    if overlap and overlap != set(table["question_key"]):
+        con.print(f"[red]error:[/] {len(overlap)} of these {table['question_key'].nunique()} questions were in the "
+                  "router's training data and the rest were not: evaluate seen data (cross-fitted) and unseen data "
+                  "(as is) separately")
+        raise typer.Exit(2)
+    if overlap:
+        con.print("evaluating by cross-fitting: this is the router's training data (refit and re-tuned per fold)")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=con) as bar:
+            task = bar.add_task("folds (tuned inside each)", total=settings.folds)
+            report = run_evaluation(table, settings, progress=lambda d, t: bar.update(task, completed=d))
+    else:
+        from ttsopt.train.evaluate import evaluate_as_is
+
+        con.print("evaluating the saved router as it is: this is not its training data")
+        try:
+            report = evaluate_as_is(artifact, table)
+        except ValueError as e:
+            con.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2)
     report["router"] = str(router)
     text = markdown(report)
     if json_out is not None:

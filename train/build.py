@@ -55,7 +55,8 @@ def train_router(folders: Sequence[str | Path], out: str | Path, settings: Train
         "metrics": {"cv_cross_entropy": fit.cv_loss, "trials_in_study": fit.trials,
                     "train_seconds": time.perf_counter() - start, "rows": len(table)},
         "training_data": {"snapshots": [str(f) for f in folders], "hash": table_hash(table), "rows": len(table),
-                          "questions": int(table["question_key"].nunique())},
+                          "questions": int(table["question_key"].nunique()),
+                          "question_keys": sorted(table["question_key"].unique().tolist())},
         "study": storage,
     }
     save_artifact(out, fit.booster, fit.pipeline, manifest)
