@@ -72,7 +72,12 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     table = headroom(read_outcomes(args.data)).round(3)
-    print(table.to_markdown(index=False) if args.markdown else table.to_string(index=False))
+    if args.markdown:  # without pandas' optional tabulate dependency
+        print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+        for row in table.itertuples(index=False):
+            print("| " + " | ".join(str(v) for v in row) + " |")
+    else:
+        print(table.to_string(index=False))
 
 
 if __name__ == "__main__":
