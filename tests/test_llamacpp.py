@@ -1,10 +1,11 @@
 """The llama.cpp engine, policy and judge on the real SmolLM2 GGUF (a PyPI package, no download).
 
 Skipped where llama-cpp-python or the model package is not installed. What is pinned:
-forks and reused prefixes give the logits a cold prefill gives; each distinct prompt is
-prefilled once however many samples it gets; the next step of a search reads only its
-new tokens; the sampler draws from softmax(logits / T) (restricted to the top-p head);
-seeded calls from the same cache state repeat exactly.
+forks and reused prefixes give the logits a cold prefill gives, bit for bit, whatever
+else is batched with a prompt; each distinct prompt is prefilled once however many
+samples it gets; the next step of a search reads only its new tokens; the sampler draws
+from softmax(logits / T) (restricted to the top-p head); seeded calls from the same cache
+state repeat exactly.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ def policy(engine):
     return LlamaCppPolicy("smollm2-135m", engine=engine, prompt_format=plain_format(), max_active=16)
 
 
-def _cold_logits(gguf, ids):
+def _cold_logits(gguf, ids, **options):
     from ttsopt.search.engines.llamacpp_engine import LlamaCppEngine
 
-    cold = LlamaCppEngine(gguf, n_ctx=2048, n_seq_max=2)
+    cold = LlamaCppEngine(gguf, n_ctx=2048, n_seq_max=4, **options)
     try:
         _, logits, _ = cold.prefill([ids])
         return logits[0]
@@ -54,25 +55,86 @@ def _cold_logits(gguf, ids):
         cold.close()
 
 
-def _close(a, b):
-    """Same distribution up to quantised-kernel rounding: same argmax, tiny total variation."""
+def _tv(a, b) -> float:
     pa = np.exp(a - a.max()); pa /= pa.sum()
     pb = np.exp(b - b.max()); pb /= pb.sum()
-    assert a.argmax() == b.argmax()
-    assert 0.5 * np.abs(pa - pb).sum() < 0.02
+    return float(0.5 * np.abs(pa - pb).sum())
+
+
+def _batch_invariant_kernels() -> bool:
+    """Whether the engines here compute each matmul row alike at any batch size. llama.cpp's
+    tinyBLAS and vec_dot kernels (AVX2, AVX512) do: they sum a row in the same order, and
+    were bit-exact here from batch 1 to 512. Repacked weights need not, so ``exact_prefill``
+    leaves them off; ``TTSOPT_LLAMA_EXTRA_BUFFERS=1`` turns them back on, and on an AMX
+    build that sends SmolLM2's Q8_0 matmuls to AMX tiles, not established to be."""
+    import os
+
+    import llama_cpp
+
+    repacked = os.environ.get("TTSOPT_LLAMA_EXTRA_BUFFERS") == "1"
+    return not (repacked and b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info())
+
+
+#: How far apart two of llama.cpp's kernels put the same prompt's next-token distribution
+#: (total variation) and its judge verdict, on SmolLM2 Q8_0. Measured on 21 judge prompts x
+#: 15 pairs of kernel settings (flash attention tiled / row-by-row / off, f16 / f32 KV,
+#: ubatch 1 / 512) and on 45 more x 6 pairs: TV at most 0.111 (mean 0.045), verdicts at most
+#: 0.096 apart (mean 0.024). The size comes from the model, not the CPU: every matmul
+#: re-quantises its input to 8 bits, turning any rounding difference upstream into whole
+#: quantisation steps, so another CPU's kernels land as far apart; 0.15 leaves ~1.4x margin.
+KERNEL_SPREAD_TV = 0.15
+VERDICT_SPREAD = 0.15
+
+
+def _same_logits(a, b):
+    """Bit for bit where the kernels are batch-invariant, else within the kernels' spread."""
+    if _batch_invariant_kernels():
+        np.testing.assert_array_equal(a, b)
+    else:  # pragma: no cover - depends on the build
+        assert _tv(a, b) < KERNEL_SPREAD_TV
 
 
 def test_a_reused_prefix_gives_the_logits_of_a_cold_prefill(engine, gguf):
+    """Without ``exact_prefill`` the cold prefill (109 tokens) takes llama.cpp's tiled
+    attention and the 20-token continuation its row-by-row one: 0.022 apart in TV here."""
     engine.clear()
-    head = engine.tokenize("Question: What is 12 + 30?\nAnswer:\n", add_bos=False)
-    tail = engine.tokenize(" 12 + 30 = 42", add_bos=False)
+    head = engine.tokenize("Question: A box holds 3 rows of 4 eggs and 5 more. How many eggs? " * 4 + "\nAnswer:\n",
+                           add_bos=False)
+    tail = engine.tokenize(" 3 * 4 = 12, 12 + 5 = 17", add_bos=False)
+    assert len(head) >= 64
     slots, _, first = engine.prefill([head])
     engine.release(slots)
     slots, logits, second = engine.prefill([head + tail])
     engine.release(slots)
     assert first.per_request == [len(head)]
     assert second.reused == len(head) and second.per_request == [len(tail)]
-    _close(logits[0], _cold_logits(gguf, head + tail))
+    _same_logits(logits[0], _cold_logits(gguf, head + tail))
+
+
+def test_a_prompts_logits_do_not_depend_on_what_is_batched_with_it(engine, gguf):
+    engine.clear()
+    shared = engine.tokenize("Solve step by step and check each step. " * 6, add_bos=False)
+    a = shared + engine.tokenize("What is 2 + 2?", add_bos=False)
+    others = [shared + engine.tokenize(q, add_bos=False) for q in ("What is 9 * 9?", "What is 7 - 3?")]
+    others.append(engine.tokenize("Unrelated text that shares nothing with the rest. " * 3, add_bos=False))
+    slots, together, stats = engine.prefill([*others, a])
+    engine.release(slots)
+    assert stats.reused > 0
+    alone = _cold_logits(gguf, a)
+    _same_logits(together[-1], alone)
+    _same_logits(_cold_logits(gguf, a, n_ubatch=16), alone)
+
+
+def test_a_one_token_continuation_rereads_a_cached_token(engine, gguf):
+    """A lone query row can take llama.cpp's split-KV attention, which a cold prefill never does."""
+    engine.clear()
+    ids = engine.tokenize("Question: What is 5 * 6?\nAnswer: 5 * 6 = 30", add_bos=False)
+    slots, _, _ = engine.prefill([ids[:-1]])
+    engine.release(slots)
+    slots, logits, stats = engine.prefill([ids])
+    engine.release(slots)
+    assert stats.per_request == [2] and stats.reused == len(ids) - 2
+    _same_logits(logits[0], _cold_logits(gguf, ids))
 
 
 def test_requests_sharing_a_prefix_in_one_call_prefill_it_once(engine):
@@ -95,8 +157,9 @@ def test_forked_sequences_decode_like_the_original(engine):
     token = int(logits[0].argmax())
     out = engine.step([slots[0], *forks], [token, token, token])
     engine.release([slots[0], *forks])
-    _close(out[0], out[1])
-    _close(out[0], out[2])
+    # the same cells and the same kernel call for all three rows: identical on any build
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], out[2])
 
 
 def test_idle_sequences_are_evicted_when_slots_run_out(gguf):
@@ -201,10 +264,15 @@ def test_judge_on_llamacpp_reuses_the_shared_start_of_step_prompts(gguf):
     assert len(scored.scores) == 3 and all(0.0 <= s <= 1.0 for s in scored.scores)
     assert scored.tokens == sum(len(judge.prompt_ids("What is 12 * 3 + 4?", steps, k)) for k in range(3))
     assert judge.engine.stats["reused"] > 0  # later steps' prompts start like earlier ones
-    # the reused prefix does not change a verdict: same score from a cold judge
+    # The reused prefix does not change a verdict: same score from a cold judge. Without
+    # exact_prefill it did, by 0.049 on an AVX2 CPU (0.013 on AVX512): the 62 tokens after
+    # the cached start took llama.cpp's row-by-row attention, the cold 102 its tiled one.
     judge.reset_cache()
     alone = judge.score_prompts([judge.prompt_ids("What is 12 * 3 + 4?", steps, 2)])[0]
-    assert abs(alone - scored.scores[2]) < 0.02
+    if _batch_invariant_kernels():
+        assert alone == scored.scores[2]
+    else:  # pragma: no cover - depends on the build
+        assert abs(alone - scored.scores[2]) < VERDICT_SPREAD
 
 
 @pytest.mark.slow

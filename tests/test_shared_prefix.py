@@ -3,14 +3,16 @@
 Pinned: with a temperature so low that sampling is argmax, the shared-prefix decoder writes
 exactly what ``generate`` writes greedily (same stops, same token counts, same logprobs) for
 prompts of different lengths batched together; each prompt is prefilled once; seeded calls
-repeat; the attention function equals plain attention over [prefix ; suffix]; and sampled
-first tokens follow softmax(logits / T).
+repeat; the attention function equals plain attention over [prefix ; suffix]; sampled
+first tokens follow softmax(logits / T); and this sampler and the llama.cpp one apply one
+definition of top-p (same tokens kept, same probabilities, same token for the same uniform).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,3 +171,88 @@ def test_first_tokens_follow_the_tempered_softmax(policy):
     for token, p in zip(top.indices.tolist(), top.values.tolist()):
         got = counts.get(token, 0) / len(first)
         assert abs(got - p) < 4 * math.sqrt(p * (1 - p) / len(first)) + 0.01
+
+
+# ---- one top-p for both local samplers ------------------------------------------------
+
+
+def _nucleus_reference(logits: np.ndarray, temperature: float, top_p: float) -> list[set[int]]:
+    """The standard nucleus, token by token in float64: softmax(logits / T), tokens by
+    probability (ties: lower id first), the smallest head whose mass reaches ``top_p``."""
+    out = []
+    for row in logits.astype(np.float64):
+        p = np.exp((row - row.max()) / temperature)
+        p /= p.sum()
+        kept, mass = set(), 0.0
+        for i in sorted(range(len(p)), key=lambda i: (-p[i], i)):
+            kept.add(i)
+            mass += p[i]
+            if mass >= top_p:
+                break
+        out.append(kept)
+    return out
+
+
+def _top_p_logits(vocab: int = 3001) -> np.ndarray:
+    """Rows where the cut falls among distinct values, among ties (bf16-rounded logits, as a
+    bf16 model emits them), inside a block of equal logits, and at the top token alone."""
+    gen = torch.Generator().manual_seed(0)
+    smooth = torch.randn(6, vocab, generator=gen) * 2.5
+    rounded = (torch.randn(6, vocab, generator=gen) * 2.5).bfloat16().float()
+    block = torch.randn(2, vocab, generator=gen) - 4.0
+    block[:, torch.randperm(vocab, generator=gen)[:400]] = 1.0  # 400 equal logits at random ids
+    block[:, 7] = 3.0
+    peaked = torch.randn(1, vocab, generator=gen)
+    peaked[0, 123] = 30.0
+    return torch.cat([smooth, rounded, block, peaked]).numpy()
+
+
+def _distance_to_a_step(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """How far each u lies from the nearest step of its row's CDF (float64): a draw closer
+    than float32 rounding to a step may land on either neighbour."""
+    cdf = np.cumsum(probs.astype(np.float64), axis=1)
+    return np.abs(cdf[:, :, None] - u[:, None, :]).min(axis=1)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 0.9), (0.7, 0.95), (1.3, 0.5), (0.6, 0.3), (1.0, 1.0)])
+def test_both_samplers_keep_the_standard_nucleus_and_draw_alike(temperature, top_p):
+    from ttsopt.search.engines.llamacpp_policy import inverse_cdf, sampling_weights as numpy_weights
+    from ttsopt.search.engines.shared_prefix import inverse_cdf_draw, sampling_weights
+
+    logits = _top_p_logits()
+    params = SamplingParams(temperature=temperature, top_p=top_p)
+    ours = numpy_weights(logits, params)
+    theirs = sampling_weights(torch.from_numpy(logits), temperature, top_p).numpy()
+    assert [set(np.flatnonzero(r)) for r in ours] == [set(np.flatnonzero(r)) for r in theirs]
+    if top_p < 1.0:
+        assert [set(np.flatnonzero(r)) for r in ours] == _nucleus_reference(logits, temperature, top_p)
+        assert np.count_nonzero(ours[-1]) == 1  # one token above top_p: it alone
+    p_ours = ours / ours.sum(axis=1, keepdims=True)
+    p_theirs = theirs / theirs.sum(axis=1, keepdims=True)
+    assert np.allclose(p_ours, p_theirs, rtol=1e-6, atol=1e-12)  # np.exp and torch.exp: an ulp apart
+
+    u = ((np.arange(64) + 0.5) / 64)[None, :].repeat(len(logits), 0).astype(np.float32)
+    clear = _distance_to_a_step(p_ours, u) > 1e-5  # float32 CDFs of 3k tokens: ~1e-6 apart
+    for block in (256, 7):  # one block of the two-level draw, and many with a padded last one
+        for k in range(u.shape[1]):
+            a = inverse_cdf(ours, u[:, k])
+            b = inverse_cdf_draw(torch.from_numpy(theirs), block=block, u=torch.from_numpy(u[:, k])).numpy()
+            assert (ours[np.arange(len(a)), a] > 0).all() and (theirs[np.arange(len(b)), b] > 0).all()
+            assert (a == b)[clear[:, k]].all(), (block, k)
+    assert clear.mean() > 0.9
+
+
+def test_both_policies_sample_the_same_token_for_the_same_uniform(monkeypatch):
+    """End to end: the llama.cpp policy's ``sample_rows`` and the transformers sampler's
+    ``_sample_tokens`` (the shared-prefix decoder's) pick the same token at the same u."""
+    from ttsopt.search.engines.hf_policy import _sample_tokens
+    from ttsopt.search.engines.llamacpp_policy import sample_rows
+
+    logits = _top_p_logits()
+    u = np.linspace(0.01, 0.99, len(logits)).astype(np.float32)
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.from_numpy(u).reshape(shape))
+    for temperature, top_p in [(1.0, 0.9), (0.7, 1.0), (1.3, 0.5)]:
+        params = SamplingParams(temperature=temperature, top_p=top_p)
+        ours = sample_rows(logits, params, u)
+        theirs = _sample_tokens(torch.from_numpy(logits), params)[0].numpy()
+        assert ours.tolist() == theirs.tolist(), (temperature, top_p)

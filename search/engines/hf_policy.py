@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
+from .shared_prefix import inverse_cdf_draw as _inverse_cdf_draw, sampling_weights
 from .continuations import (ContinuationIds, check_encoded, check_generate_args, completions_per_row,
                             fill_greedy, rows_per_prompt)
 from .stopping import StopRule
@@ -157,7 +158,8 @@ def _hooks(tracker: _Tracker):
 
 def _sample_tokens(logits, params: SamplingParams, logprobs: bool = False, work=None):
     """Temperature, then top-p (the smallest head reaching ``top_p``), then one draw per row:
-    the warpers ``generate`` applies with this policy's generation config (top_k=0).
+    the warpers ``generate`` applies with this policy's generation config (top_k=0), as
+    defined once for both local engines (:func:`.shared_prefix.sampling_weights`).
     Returns the tokens and, with ``logprobs``, each token's log-probability under the raw
     (untempered) logits, else None.
 
@@ -172,63 +174,16 @@ def _sample_tokens(logits, params: SamplingParams, logprobs: bool = False, work=
 
     x = logits.float()
     top = x.amax(-1, keepdim=True)
-    inv_t = 1.0 / params.temperature
     out = None if work is None else work[:x.shape[0], :x.shape[1]]
-    if params.top_p < 1.0:
-        scores = x * inv_t
-        sorted_scores, idx = torch.sort(scores, descending=False)
-        cum = sorted_scores.softmax(-1).cumsum(-1)
-        remove = cum <= (1 - params.top_p)
-        remove[..., -1] = False
-        weights = torch.sub(scores, top * inv_t).masked_fill_(remove.scatter(1, idx, remove), float("-inf")).exp_()
-    else:
-        weights = torch.sub(x, top, out=out).mul_(inv_t).exp_()  # softmax numerators, unnormalised
+    weights = sampling_weights(x, params.temperature, params.top_p, top=top, out=out)
     tok = _inverse_cdf_draw(weights)
     if not logprobs:
         return tok, None
-    if inv_t == 1.0 and params.top_p >= 1.0:
+    if params.temperature == 1.0 and params.top_p >= 1.0:
         norm = weights.sum(-1)
     else:  # the draw is done with the weights: their buffer can hold the untempered ones
-        norm = torch.sub(x, top, out=weights if out is not None else None).exp_().sum(-1)
+        norm = torch.sub(x, top, out=weights).exp_().sum(-1)
     return tok, x.gather(1, tok[:, None])[:, 0] - top[:, 0] - norm.log()
-
-
-def _inverse_cdf_draw(probs, block: int = 256):
-    """One token per row of ``probs`` (non-negative, rows need not sum to 1), token i with
-    probability proportional to probs[i].
-
-    Two-level inverse CDF: pick a block of ``block`` tokens by the cumulative block masses,
-    then a token inside it by its cumulative masses. A full-vocabulary ``cumsum`` is a
-    sequential scan per row (~10 ms a step at 80 rows x 49k on this CPU); block sums
-    vectorise, and only one block per row is scanned.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    rows, vocab = probs.shape
-    blocks = -(-vocab // block)
-    padded = probs if vocab % block == 0 else F.pad(probs, (0, blocks * block - vocab))
-    weights = padded.view(rows, blocks, block)
-    mass = weights.sum(-1)
-    cdf = mass.cumsum(-1)
-    total = cdf[:, -1:].contiguous()
-    u = torch.rand(rows, 1, device=probs.device) * total
-    chosen = _search_with_mass(cdf, u)
-    arange = torch.arange(rows, device=probs.device)
-    before = (cdf[arange, chosen] - mass[arange, chosen])[:, None]
-    inner = weights[arange, chosen].cumsum(-1)
-    within = _search_with_mass(inner, (u - before).clamp(min=0))
-    return chosen * block + within
-
-
-def _search_with_mass(cdf, u):
-    """Per row, the first index whose cumulative mass exceeds ``u``, kept on an index that adds
-    mass: ``u`` can round onto or past the row's total (then the last such index is taken)."""
-    import torch
-
-    index = torch.searchsorted(cdf, u.contiguous(), right=True)
-    last = torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)
-    return torch.minimum(index, last)[:, 0]
 
 
 class TransformersPolicy:

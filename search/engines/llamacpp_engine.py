@@ -16,6 +16,29 @@ Slots are llama.cpp sequence ids (at most ``n_seq_max``, 256 in llama.cpp); idle
 are evicted least recently used when a new request needs one or the cache runs out of
 cells. The engine only moves tokens and logits: sampling and stopping belong to
 :mod:`ttsopt.search.engines.llamacpp_policy`, verdicts to the judge PRM.
+
+Exact prefill. llama.cpp's CPU flash attention picks its kernel by how many query rows
+a ubatch holds: 64 or more (ggml's Q tile) take a tiled kernel that keeps Q and the
+accumulators in float32; fewer take a row-by-row kernel that rounds Q to f16 and sums V
+in f16; a lone row over 512+ cache cells takes a split-KV variant of it. A prompt
+prefilled cold (one 102-token ubatch) and the same prompt continued from a cached prefix
+(a 62-token ubatch) therefore went through different kernels, and the 8-bit blocks that
+every matmul re-quantises its input to amplify that rounding difference (with f16
+weights the same two kernels differ 30x less): over 66 judge prompts and pairs of
+kernels, next-token distributions differed by a total variation of up to 0.11 (mean
+0.045) and verdicts by up to 0.1. With ``exact_prefill`` (the default) prefill runs in
+even chunks of at most :data:`EXACT_CHUNK` tokens and never a lone token, so every prompt
+token takes the row-by-row kernel whatever was cached or batched with it; llama.cpp's
+x86 matmuls on weights it has not repacked (tinyBLAS, vec_dot) compute a row alike at
+any batch size, so a reused prefix gives the logits of a cold prefill bit for bit.
+
+That holds while each sequence's cells lie in position order: llama.cpp refills freed
+cells first, so after evictions a continuation can land before its prefix and be summed
+in another order (judge verdicts under heavy eviction: 49 of 72 bit-identical, the rest
+within 0.044; 3 of 72 without ``exact_prefill``). Decoding (:meth:`LlamaCppEngine.step`)
+keeps its batch shapes. The price is the row-by-row kernel on long cold prompts: one
+thread, ~10% prefill throughput at 120 tokens, ~35% at 600; a judge scoring 9-step
+solutions spends 20-30% more CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +58,10 @@ log = logging.getLogger(__name__)
 #: A request only waits for another request of the same call to prefill first when that
 #: saves at least this many tokens over the best resident slot.
 MIN_SHARED_GAIN = 16
+
+#: Most tokens per prefill ubatch with ``exact_prefill``: one below ggml's flash-attention
+#: Q tile (64), the row count from which its CPU kernel switches to the tiled one.
+EXACT_CHUNK = 63
 
 INSTALL_HINT = (
     "the llama.cpp backend needs llama-cpp-python; install it with `bash scripts/install.sh --llamacpp` "
@@ -128,6 +155,15 @@ def resolve_gguf(spec: str, requantize: str | None = "auto") -> Path:
     return requantized(path, ftype) if ftype else path
 
 
+def _extra_buffers(asked: bool | None, exact_prefill: bool) -> bool:
+    """Whether to let llama.cpp repack weights: as asked, else as ``TTSOPT_LLAMA_EXTRA_BUFFERS``
+    says, else only without ``exact_prefill`` (see :class:`LlamaCppEngine`)."""
+    if asked is not None:
+        return bool(asked)
+    env = os.environ.get("TTSOPT_LLAMA_EXTRA_BUFFERS")
+    return env != "0" if env else not exact_prefill
+
+
 class KVCacheFull(RuntimeError):
     """The context's cells are used up by sequences that are all in use right now."""
 
@@ -149,11 +185,16 @@ class LlamaCppEngine:
     count once); ``n_seq_max`` the number of sequence ids (active + idle slots).
     ``extra_buffers`` lets llama.cpp repack weights for the CPU's fastest kernels; it
     must be off on a build whose AMX kernels the machine cannot run (see README).
+    ``exact_prefill`` makes a prompt's logits independent of what was cached or batched
+    with it (see the module docstring), at some prefill speed; it turns ``extra_buffers``
+    off unless they are asked for (argument or ``TTSOPT_LLAMA_EXTRA_BUFFERS=1``), as a
+    repacked kernel need not compute a row alike at every batch size (gemma3's q4_K_8x8
+    weights moved its verdicts by up to 0.013 with the batch; unpacked, it ran as fast).
     """
 
     def __init__(self, gguf_path: str | Path, *, n_ctx: int = 32768, n_seq_max: int = 256,
                  n_batch: int = 2048, n_ubatch: int = 512, n_threads: int | None = None,
-                 extra_buffers: bool | None = None) -> None:
+                 extra_buffers: bool | None = None, exact_prefill: bool = True) -> None:
         L = _llama()
         _init_backend()
         path = Path(gguf_path)
@@ -166,9 +207,7 @@ class LlamaCppEngine:
             raise ValueError(f"n_ctx must be >= 64, got {n_ctx}")
         threads = n_threads or int(os.environ.get("TTSOPT_NUM_THREADS") or 0) or (os.cpu_count() or 1)
         mp = L.llama_model_default_params()
-        if extra_buffers is None:
-            extra_buffers = os.environ.get("TTSOPT_LLAMA_EXTRA_BUFFERS", "1") != "0"
-        mp.use_extra_bufts = bool(extra_buffers)
+        mp.use_extra_bufts = _extra_buffers(extra_buffers, exact_prefill)
         self._model = L.llama_model_load_from_file(str(path).encode(), mp)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -191,6 +230,8 @@ class LlamaCppEngine:
         self.path = path
         self.n_ctx = int(L.llama_n_ctx(self._ctx))
         self.n_batch = n_batch
+        self.exact_prefill = exact_prefill
+        self._chunk = min(EXACT_CHUNK, cp.n_ubatch)
         self.n_seq_max = n_seq_max
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self.num_parameters = int(L.llama_model_n_params(self._model))
@@ -352,6 +393,8 @@ class LlamaCppEngine:
         fed = [0] * len(requests)
         for level in range(max(depth.values()) + 1):
             todo = [i for i in order if depth[i] == level]
+            if self.exact_prefill:
+                self._no_lone_token(todo, requests, plan)
             jobs = []
             for i in todo:
                 kind, src, shared = plan[i]
@@ -371,6 +414,26 @@ class LlamaCppEngine:
             if s in self._idle:
                 self._idle.move_to_end(s)
         return [slots[i] for i in range(len(requests))], out, stats
+
+    @staticmethod
+    def _no_lone_token(todo: list[int], requests, plan: dict) -> None:
+        """Re-read one cached token rather than prefill a single one: a lone query row can
+        take llama.cpp's split-KV attention kernel, which a cold prefill never does."""
+        if sum(len(requests[i]) - plan[i][2] for i in todo) != 1:
+            return
+        (i,) = [i for i in todo if len(requests[i]) > plan[i][2]]
+        kind, src, shared = plan[i]
+        if shared > 0:
+            plan[i] = (kind, src, shared - 1)
+
+    def _chunks(self, n: int) -> list[tuple[int, int]]:
+        """Batches of the ``n`` prefill tokens: ``n_batch`` at a time, or with ``exact_prefill``
+        as even chunks of at most :data:`EXACT_CHUNK`, none a lone token when ``n > 1``."""
+        if not self.exact_prefill:
+            return [(s, min(s + self.n_batch, n)) for s in range(0, n, self.n_batch)]
+        count = -(-n // self._chunk)
+        bounds = [n * k // count for k in range(count + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
 
     def _copy(self, src: int, dst: int, length: int) -> None:
         _llama().llama_memory_seq_cp(self._mem, src, dst, 0, length)
@@ -416,8 +479,8 @@ class LlamaCppEngine:
                     owners.append(i)
         fed = 0
         got = 0
-        for start in range(0, len(items), self.n_batch):
-            part = items[start:start + self.n_batch]
+        for start, stop in self._chunks(len(items)):
+            part = items[start:stop]
             self._decode(part, protect=protect)
             n_out = sum(1 for it in part if it[3])
             if n_out:

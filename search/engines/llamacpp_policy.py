@@ -50,24 +50,59 @@ def sample_rows(logits: np.ndarray, params: SamplingParams, uniforms: np.ndarray
     """One token per row: greedy, or temperature + top-p by inverse CDF at ``uniforms``."""
     if params.greedy:
         return logits.argmax(axis=1)
-    z = logits / np.float32(params.temperature)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
+    return inverse_cdf(sampling_weights(logits, params), uniforms)
+
+
+def sampling_weights(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Each row's sampling distribution, unnormalised: ``exp((logits - max) / T)``, zero
+    outside the top-p nucleus.
+
+    Step for step the transformers sampler's definition
+    (:func:`ttsopt.search.engines.shared_prefix.sampling_weights`, pinned against this in
+    tests/test_shared_prefix.py): the smallest set of most probable tokens whose probability
+    reaches ``top_p`` (at least the top token), after temperature; ties rank the lower
+    token id first, and the mass ranked above a token is summed in float64.
+    """
+    weights = logits - logits.max(axis=1, keepdims=True)
+    weights *= np.float32(1.0 / params.temperature)
+    np.exp(weights, out=weights)
     if params.top_p < 1.0:
-        order = np.argsort(-z, axis=1)
-        sorted_p = np.take_along_axis(z, order, axis=1)
-        cum = np.cumsum(sorted_p, axis=1)
-        total = cum[:, -1:]
-        # keep the smallest head whose mass reaches top_p (always at least one token)
-        keep = (cum - sorted_p) < params.top_p * total
-        sorted_p = np.where(keep, sorted_p, 0.0)
-        cum = np.cumsum(sorted_p, axis=1)
-        pick = (cum < uniforms[:, None] * cum[:, -1:]).sum(axis=1)
-        pick = np.minimum(pick, logits.shape[1] - 1)
-        return order[np.arange(len(order)), pick]
-    cum = np.cumsum(z, axis=1)
-    pick = (cum < uniforms[:, None] * cum[:, -1:]).sum(axis=1)
-    return np.minimum(pick, logits.shape[1] - 1)
+        weights[~_nucleus(weights, params.top_p)] = 0.0
+    return weights
+
+
+def _nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
+    """Which tokens the top-p nucleus keeps: ranked by weight, those with less than ``top_p``
+    of the row's mass ranked above them. It sorts values and cuts at the last kept weight,
+    ~2.5x cheaper than ranking tokens with a (stable) argsort."""
+    ranked = np.sort(weights, axis=1)[:, ::-1]
+    cum = np.cumsum(ranked, axis=1, dtype=np.float64)
+    count = 1 + (cum[:, :-1] < top_p * cum[:, -1:]).sum(axis=1)
+    cut = ranked[np.arange(len(ranked)), count - 1][:, None]
+    kept = weights > cut
+    return _take_ties(kept, weights == cut, count - kept.sum(axis=1))
+
+
+def _take_ties(kept: np.ndarray, tied: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """``kept`` plus, per row, the ``need`` lowest-id ``tied`` tokens (the weights equal to
+    the cut: the nucleus may take only some of them)."""
+    partial = np.flatnonzero(tied.sum(axis=1) > need)
+    kept |= tied
+    if partial.size:
+        some = tied[partial]
+        kept[partial] &= ~some | (np.cumsum(some, axis=1) <= need[partial, None])
+    return kept
+
+
+def inverse_cdf(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Per row, the first token whose cumulative weight exceeds ``uniforms`` times the row's
+    total, in vocabulary order (the torch sampler's draw for the same uniform); a token
+    without weight is never picked, even when the product rounds onto the total."""
+    cum = np.cumsum(weights, axis=1)
+    total = cum[:, -1:]
+    pick = (cum <= uniforms[:, None] * total).sum(axis=1)
+    last = (cum < total).sum(axis=1)  # the last token that adds weight
+    return np.minimum(pick, last)
 
 
 def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -233,4 +268,4 @@ class LlamaCppPolicy:
         return f"LlamaCppPolicy(name={self.name!r}, params={self.num_parameters:,}, engine={self.engine!r})"
 
 
-__all__ = ["LlamaCppPolicy", "sample_rows"]
+__all__ = ["LlamaCppPolicy", "sample_rows", "sampling_weights", "inverse_cdf"]

@@ -14,6 +14,10 @@ their own suffixes.
 Only used where it is exact: decoder-only models whose attention goes through the
 attention interface with plain causal attention (Llama/SmolLM2, Qwen2, Gemma 3 when prompt +
 completion fit its sliding window), sampling with n > 1. Everything else takes ``generate``.
+
+The sampler's kernels live here too (:func:`sampling_weights`: temperature, then top-p;
+:func:`inverse_cdf_draw`: one draw per row): the decoder's rows are sampled with them, and
+the llama.cpp sampler is held to the same definition of top-p.
 """
 
 from __future__ import annotations
@@ -384,4 +388,96 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     return keys, values, bias, out.logits[:, -1, :].float(), lengths
 
 
-__all__ = ["ATTENTION_NAME", "PrefixContext", "SuffixCache", "SharedBatch", "shared_prefix_attention", "register", "supports", "prefill"]
+# ---- sampling -----------------------------------------------------------------------
+
+
+def sampling_weights(logits, temperature: float, top_p: float, *, top=None, out=None):
+    """Each row's sampling distribution, unnormalised: ``exp((logits - max) / T)``, zero
+    outside the top-p nucleus (float32, written into ``out`` when given; ``top``: the rows'
+    max logits when already known).
+
+    The nucleus is the standard one: the smallest set of most probable tokens whose
+    probability reaches ``top_p`` (at least the top token), after temperature. Ties rank
+    the lower token id first, and the mass ranked above a token is summed in float64, so
+    the cut does not drift with the order of a 49k-token tail. The llama.cpp sampler
+    (:func:`ttsopt.search.engines.llamacpp_policy.sampling_weights`) follows the same steps;
+    tests/test_shared_prefix.py pins that both keep the same tokens.
+    """
+    import torch
+
+    if top is None:
+        top = logits.amax(-1, keepdim=True)
+    weights = torch.sub(logits, top, out=out).mul_(1.0 / temperature).exp_()
+    if top_p < 1.0:
+        weights.masked_fill_(~_nucleus(weights, top_p), 0.0)
+    return weights
+
+
+def _nucleus(weights, top_p: float):
+    """Which tokens the top-p nucleus keeps: ranked by weight, those with less than ``top_p``
+    of the row's mass ranked above them, cut at the last kept weight (no scatter back)."""
+    import torch
+
+    ranked = torch.sort(weights, dim=-1, descending=True).values
+    cum = torch.cumsum(ranked, -1, dtype=torch.float64)
+    count = 1 + (cum[:, :-1] < top_p * cum[:, -1:]).sum(-1)
+    cut = ranked.gather(1, (count - 1)[:, None])
+    kept = weights > cut
+    return _take_ties(kept, weights == cut, count - kept.sum(-1))
+
+
+def _take_ties(kept, tied, need):
+    """``kept`` plus, per row, the ``need`` lowest-id ``tied`` tokens (the weights equal to
+    the cut: the nucleus may take only some of them)."""
+    partial = (tied.sum(-1) > need).nonzero()[:, 0]
+    kept |= tied
+    if len(partial):
+        some = tied[partial]
+        kept[partial] &= ~some | (some.cumsum(-1) <= need[partial, None])
+    return kept
+
+
+def inverse_cdf_draw(probs, block: int = 256, u=None):
+    """One token per row of ``probs`` (non-negative, rows need not sum to 1), token i with
+    probability proportional to probs[i]: the first token whose cumulative mass exceeds
+    ``u`` times the row's mass, never one without mass. ``u``: one uniform in [0, 1) per
+    row, drawn here when None.
+
+    Two-level inverse CDF: pick a block of ``block`` tokens by the cumulative block masses,
+    then a token inside it by its cumulative masses. A full-vocabulary ``cumsum`` is a
+    sequential scan per row (~10 ms a step at 80 rows x 49k on this CPU); block sums
+    vectorise, and only one block per row is scanned.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rows, vocab = probs.shape
+    blocks = -(-vocab // block)
+    padded = probs if vocab % block == 0 else F.pad(probs, (0, blocks * block - vocab))
+    weights = padded.view(rows, blocks, block)
+    mass = weights.sum(-1)
+    cdf = mass.cumsum(-1)
+    total = cdf[:, -1:].contiguous()
+    if u is None:
+        u = torch.rand(rows, 1, device=probs.device)
+    u = torch.as_tensor(u, dtype=total.dtype, device=probs.device).reshape(rows, 1) * total
+    chosen = _search_with_mass(cdf, u)
+    arange = torch.arange(rows, device=probs.device)
+    before = (cdf[arange, chosen] - mass[arange, chosen])[:, None]
+    inner = weights[arange, chosen].cumsum(-1)
+    within = _search_with_mass(inner, (u - before).clamp(min=0))
+    return chosen * block + within
+
+
+def _search_with_mass(cdf, u):
+    """Per row, the first index whose cumulative mass exceeds ``u``, kept on an index that adds
+    mass: ``u`` can round onto or past the row's total (then the last such index is taken)."""
+    import torch
+
+    index = torch.searchsorted(cdf, u.contiguous(), right=True)
+    last = torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)
+    return torch.minimum(index, last)[:, 0]
+
+
+__all__ = ["ATTENTION_NAME", "PrefixContext", "SuffixCache", "SharedBatch", "shared_prefix_attention", "register",
+           "supports", "prefill", "sampling_weights", "inverse_cdf_draw"]

@@ -23,7 +23,11 @@ threshold means little; ProcessBench's ``threshold_sweep`` shows what a threshol
 Batching is exact in float32 (a step scores the same alone or among others, to 1e-6).
 In bfloat16, the CPU default where the CPU supports it, padding changes the rounding
 and a score can move by ~0.03 with the batch it lands in; pass ``dtype="float32"``
-when scores must be reproducible across batchings.
+when scores must be reproducible across batchings. On llama.cpp the engine prefills with
+``exact_prefill`` (see :mod:`ttsopt.search.engines.llamacpp_engine`): a verdict does not
+depend on the steps it is scored with or on the cached start it reuses, until evictions
+fragment the cache. ``engine_options={"exact_prefill": False}`` saves ~20% CPU and lets
+verdicts move by up to ~0.1 with the batch and the cache.
 
 Long inputs: a prompt longer than ``max_length`` tokens loses context from the left —
 whole earlier steps first, oldest first, and only when not even the step just before
