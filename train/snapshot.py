@@ -13,7 +13,9 @@ from. A snapshot folder holds:
 - ``problems.parquet``: every problem with its question key, question, gold answer and
   metadata;
 - ``probe_features.parquet``: the ``probe_*`` columns per (policy, PRM, problem, k), derived
-  from the probe shards by the code the online router runs (``selector/probe.py``).
+  from the probe shards by the code the online router runs (``selector/probe.py``);
+- ``features.parquet``: the per-problem text statistics and raw embeddings the sweep wrote
+  next to its store (``train/sweep.py`` ``write_problem_features``), copied in when given.
 
 :func:`import_snapshot` writes every unit of a snapshot into a store (those the store has are
 skipped), so ``ttsopt sweep CONFIG --from DIR`` resumes on another machine without redoing
@@ -26,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ttsopt.data.files import atomic_path, atomic_write_text
+from ttsopt.data.files import atomic_path, atomic_write_bytes, atomic_write_text
 from ttsopt.selector.pipeline import ORACLE_COLUMNS as _ROUTER_ORACLE
 
 from .store import SCHEMA_VERSION, OutcomeStore, StoreMismatchError
@@ -66,9 +68,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def export_snapshot(store: OutcomeStore, folder: str | Path, *, name: str | None = None) -> dict[str, Any]:
+def export_snapshot(store: OutcomeStore, folder: str | Path, *, name: str | None = None,
+                    features: str | Path | None = None) -> dict[str, Any]:
     """Write the units committed since the last export as one new shard; refresh the manifest,
-    problems and probe features. Returns the manifest."""
+    problems, probe features and (given its path) the problem features. Returns the manifest."""
     import pandas as pd
 
     folder = Path(folder)
@@ -92,6 +95,8 @@ def export_snapshot(store: OutcomeStore, folder: str | Path, *, name: str | None
         manifest["shards"].append(shard)
     _parquet(store.table("problems"), folder / "problems.parquet")
     _parquet(probe_feature_table(_concat(folder, manifest["shards"], "probes")), folder / "probe_features.parquet")
+    if features is not None:
+        atomic_write_bytes(folder / "features.parquet", Path(features).read_bytes())
     manifest.update({
         "config_fingerprint": meta.get("config_fingerprint"),
         "config_fields": json.loads(meta["config_fields"]) if "config_fields" in meta else None,

@@ -342,7 +342,8 @@ class SharedBatch:
         try:
             out = self.model(input_ids=tokens[:, None], position_ids=(self.starts + positions)[:, None],
                              cache_position=torch.tensor([width + cache.length - 1], device=self.device),
-                             past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=ctx)
+                             **cache_argument(self.model, cache), use_cache=True, logits_to_keep=1,
+                             shared_prefix=ctx)
         finally:
             config._attn_implementation = plain
         cache.positions = positions + 1
@@ -351,6 +352,24 @@ class SharedBatch:
             self._logits = torch.empty(self.capacity, logits.shape[1], dtype=torch.float32, device=self.device)
         # a float32 copy into one buffer kept across steps: valid until the next step
         return self._logits[:self.rows].copy_(logits)
+
+
+def cache_argument(model, cache) -> dict:
+    """The KV cache as the keyword this transformers version's ``forward`` takes.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns a
+    FutureWarning on every call); 4.x knows only ``past_key_values``.
+    """
+    name = _CACHE_KEYWORD.get(type(model))
+    if name is None:
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        _CACHE_KEYWORD[type(model)] = name
+    return {name: cache}
+
+
+_CACHE_KEYWORD: dict[type, str] = {}
 
 
 def _pad_left(tensor, width: int, dim: int, value: float):
@@ -379,7 +398,7 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                **cache_argument(model, cache), use_cache=True, logits_to_keep=1)
     keys = [layer.keys for layer in cache.layers]
     values = [layer.values for layer in cache.layers]
     bias = torch.zeros((len(prompts), width), dtype=torch.float32, device=device)
