@@ -46,3 +46,163 @@ def test_baselines_and_gap_recovered_by_hand():
 def test_the_router_never_chooses_a_strategy_over_the_budget():
     report = evaluate_pair(tiny_pair())["budgets"]
     assert report["1"]["shares"] == {"A": 1.0}
+
+
+# --------------------------------------------------------------------------- rules beyond argmax, by hand
+
+from ttsopt.train.evaluate import (_allocation, _apply_rule, _Rule, _rule_scores, _target_mode,  # noqa: E402
+                                   lopo_split)
+
+
+def two_cost_pair() -> _Pair:
+    # 4 problems, 2 folds (0-1, 2-3); A costs 10 tokens, B 30. A solves the even problems, B all of them.
+    label = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    return _Pair(name="toy2", strategies=["A", "B"], n=np.array([1, 2]), label=label, pred=label.copy(),
+                 tokens=np.array([[10.0, 30.0]] * 4), flops=np.array([[1.0, 3.0]] * 4), fold=np.array([0, 0, 1, 1]),
+                 bins=np.array(["easy", "hard", "easy", "hard"]), levels=np.array(["1", "2", "1", "2"]),
+                 policy_params=1e8)
+
+
+def test_batch_allocation_beats_the_same_total_spent_uniformly_by_hand():
+    p = two_cost_pair()
+    (row,) = _allocation(p, "labels", lambda f, tr, te: p.label[te], seed=0, per_problem_budgets=[20.0])
+    # per fold: 2 problems x 20 tokens = 40: both start on A (20), the only upgrade worth anything is the odd
+    # problem's A -> B (+1 for 20 tokens): it fits exactly. B on an even problem gains nothing (off the hull).
+    assert row["allocated"]["accuracy"] == pytest.approx(1.0)
+    assert row["allocated"]["tokens"] == pytest.approx(20.0) and row["allocated"]["tokens_expected"] == pytest.approx(20.0)
+    # uniform: only A (10 tokens) fits 20 tokens per problem -> solves half
+    assert row["uniform"]["accuracy"] == pytest.approx(0.5) and row["uniform"]["tokens"] == pytest.approx(10.0)
+    assert row["uniform"]["strategies"] == ["A"]
+    assert row["diff"] == pytest.approx(0.5)
+    # with 30 per problem the uniform B solves everything too; the allocation spends less
+    (row30,) = _allocation(p, "labels", lambda f, tr, te: p.label[te], seed=0, per_problem_budgets=[30.0])
+    assert row30["uniform"]["accuracy"] == row30["allocated"]["accuracy"] == pytest.approx(1.0)
+    assert row30["allocated"]["tokens"] == pytest.approx(20.0)
+    assert row30["uniform"]["tokens"] == pytest.approx(30.0)
+
+
+def test_target_mode_picks_the_cheapest_strategy_predicted_to_reach_the_target_by_hand():
+    p = two_cost_pair()
+    pred = np.array([[0.9, 0.95], [0.2, 0.6], [0.45, 0.5], [0.1, 0.3]])
+    rows = {r["target"]: r for r in _target_mode(p, "toy", lambda f, tr, te: pred[te])}
+    r = rows[0.5]
+    # 0.5: A (0.9) on p0, B (0.6) on p1, B (0.5, reaches) on p2, nothing reaches on p3 -> its best, B, flagged
+    assert r["accuracy"] == pytest.approx((1 + 1 + 1 + 1) / 4)
+    assert r["tokens"] == pytest.approx((10 + 30 + 30 + 30) / 4)
+    assert r["unreachable"] == pytest.approx(0.25)
+    assert r["accuracy_where_reachable"] == pytest.approx(1.0)
+    r = rows[0.9]  # only p0 reaches (A at 0.9, the cheaper of the two reaching)
+    assert r["unreachable"] == pytest.approx(0.75) and r["tokens"] == pytest.approx((10 + 30 + 30 + 30) / 4)
+    r = rows[0.3]  # p0: A; p1: B (0.6); p2: A (0.45); p3: B (0.3)
+    assert r["accuracy"] == pytest.approx((1 + 1 + 1 + 1) / 4) and r["tokens"] == pytest.approx((10 + 30 + 10 + 30) / 4)
+    assert r["unreachable"] == 0.0
+
+
+def test_shrinkage_topk_and_margin_scores_by_hand():
+    p = two_cost_pair()
+    tr = np.array([0, 1])  # training means: A 0.5, B 1.0
+    preds = np.array([[0.9, 0.1]])
+    shrink = _Rule("s", "shrink")
+    assert _rule_scores(shrink, p, preds, tr, np.array([2]), None, 0.5, None, 0.0) == pytest.approx(
+        np.array([[0.7, 0.55]]))
+    assert _rule_scores(shrink, p, preds, tr, np.array([2]), None, 0.0, None, 0.0) == pytest.approx(
+        np.array([[0.5, 1.0]]))  # alpha 0: the training means, i.e. the best fixed strategy
+    topk = _rule_scores(_Rule("k", "topk"), p, preds, tr, np.array([2]), None, 1, np.array([True, True]), None)
+    assert topk[0, 0] == -np.inf and topk[0, 1] == pytest.approx(0.1)  # only B, the best on training, remains
+    # margin: B is the best fixed strategy on training; the model prefers A by 0.8
+    margin = _rule_scores(_Rule("m", "margin"), p, preds, tr, np.array([2]), None, 0.5, np.array([True, True]), None)
+    assert margin == pytest.approx(np.array([[0.9, 0.6]]))  # 0.8 > 0.5: A is taken
+    margin = _rule_scores(_Rule("m", "margin"), p, preds, tr, np.array([2]), None, 0.9, np.array([True, True]), None)
+    assert margin == pytest.approx(np.array([[0.9, 1.0]]))  # 0.8 < 0.9: the best fixed strategy B stays
+
+
+def test_a_probe_counts_against_the_budget_and_its_compute_is_charged():
+    p = two_cost_pair()
+    probe_pred = np.array([[0.1, 0.9]] * 4)  # the probed router prefers B
+    probe_tokens, probe_flops = np.full(4, 5.0), np.full(4, 0.5)
+    base = _Rule("router", "pred", pred=np.array([[0.9, 0.1]] * 4))
+    rule = _Rule("router_probe1", "pred", pred=probe_pred, probe_k=1, probe_tokens=probe_tokens,
+                 probe_flops=probe_flops, fallback=base)
+    params = {0: 0.0, 1: 0.0}
+    # N = 1: the probe's sample alone uses the budget; nothing fits n + 1 <= 1: the unprobed router decides (A)
+    assert _apply_rule(rule, p, params, budget=1).tolist() == [0, 0, 0, 0]
+    # N = 2: only n = 1 strategies fit after the probe (n + k <= N): A, although the probe prefers B
+    assert _apply_rule(rule, p, params, budget=2).tolist() == [0, 0, 0, 0]
+    # on the compute axis the probe's tokens are added to every strategy's cost (both: no change in order here)
+    assert _apply_rule(rule, p, params, lam=0.0).tolist() == [1, 1, 1, 1]
+    from ttsopt.train.evaluate import _rule_record
+    rec = _rule_record(rule, p, np.array([1, 1, 1, 1]), np.zeros(4), 1.0, True, 0)
+    assert rec["flops"] == pytest.approx(3.5) and rec["tokens"] == pytest.approx(35.0) and rec["probed"]
+    rep = evaluate_pair(_with_probe(p))
+    assert rep["budgets"]["1"]["router_probe1"]["probed"] is False
+    assert rep["budgets"]["2"]["router_probe1"]["probed"] is True
+    assert rep["budgets"]["2"]["router_probe1"]["flops"] == pytest.approx(1.0 + 0.5)  # A + the probe
+
+
+def _with_probe(p: _Pair) -> _Pair:
+    p.extra.update({"pred_probe1": np.array([[0.1, 0.9]] * 4), "probe_cost_k1_tokens": np.full(4, 5.0),
+                    "probe_cost_k1_flops": np.full(4, 0.5)})
+    return p
+
+
+def lopo_table() -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = []
+    pairs = [("a", "calc"), ("b", "calc"), ("c", "calc"), ("d", "calc")]
+    for policy, prm in pairs:
+        for q in range(8):
+            for s in ("cot", "majority:n=2"):
+                rows.append({"policy": policy, "prm": prm, "problem_id": f"p{q}", "question_key": f"q{q}", "strategy": s})
+        # the same question text under another id (same key) for pair a
+        if policy == "a":
+            for s in ("cot", "majority:n=2"):
+                rows.append({"policy": policy, "prm": prm, "problem_id": "dup", "question_key": "q0", "strategy": s})
+    return pd.DataFrame(rows)
+
+
+def test_leave_one_pair_out_never_trains_on_a_question_it_evaluates():
+    t = lopo_table()
+    for policy in "abcd":
+        train, test, calib = lopo_split(t, policy, "calc", calibration=3, seed=1)
+        tr, te = t.iloc[train], t.iloc[test]
+        assert len(calib) == 3 and set(te["policy"]) == {policy}
+        # no evaluated question in training, under any pair (a duplicated text under another id included)
+        assert not set(tr["question_key"]) & set(te["question_key"])
+        # the held-out pair's rows in training are exactly its calibration questions
+        assert set(tr.loc[tr["policy"] == policy, "question_key"]) == set(calib)
+        # every other pair keeps its rows on the calibration questions, and only those
+        assert set(tr.loc[tr["policy"] != policy, "question_key"]) == set(calib)
+        assert set(te["question_key"]) == {f"q{i}" for i in range(8)} - set(calib)
+    with pytest.raises(ValueError, match="complete problems"):
+        lopo_split(t, "b", "calc", calibration=8)
+
+
+def test_out_of_fold_predictions_come_from_boosters_that_never_saw_the_question():
+    import pandas as pd
+
+    from ttsopt.selector.features import TEXT_COLUMNS
+    from ttsopt.selector.pipeline import CATEGORICAL, PAIR_FEATURES, STRATEGY_FEATURES
+    from ttsopt.train.table import fold_lists
+    from ttsopt.train.tuning import TrainSettings, tune_and_fit
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for q in range(40):
+        hard = q % 2
+        for n in (1, 4):
+            row = {c: float(rng.integers(0, 5)) for c in TEXT_COLUMNS}
+            row.update({"txt_numbers": float(hard), "question_key": f"q{q}", "label": float(0.8 - 0.6 * hard + 0.05 * n / 4)})
+            row.update({c: 0.0 for c in (*PAIR_FEATURES, *STRATEGY_FEATURES)})
+            row.update({c: "x" for c in CATEGORICAL})
+            row["strategy_n"] = float(n)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    settings = TrainSettings(trials=2, folds=4, n_components=0)
+    fit = tune_and_fit(table, settings, oof=True)
+    assert fit.oof is not None and not np.isnan(fit.oof).any()
+    folds = fold_lists(table, 4, seed=0)
+    for f, (_, test) in enumerate(folds):
+        assert (fit.oof_fold[test] == f).all()  # each row predicted by its own held-out fold's booster
+    # it learned the hard/easy split out of fold
+    assert fit.oof[table["txt_numbers"] == 1].mean() < fit.oof[table["txt_numbers"] == 0].mean()

@@ -58,6 +58,12 @@ class FitResult:
     trials: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    #: Out-of-fold predictions on the training table itself (``tune_and_fit(..., oof=True)``): each row
+    #: predicted by the inner CV booster that did not see its question, with the chosen settings.
+    #: Decision rules on top of the model (shrinkage, margins) are tuned on these, never on test rows.
+    oof: np.ndarray | None = None
+    #: The inner fold of each training row (the fold whose booster predicted it in ``oof``).
+    oof_fold: np.ndarray | None = None
 
 
 def _dataset(x: pd.DataFrame, y: np.ndarray):
@@ -90,11 +96,14 @@ def _cv(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any], callbacks
 
 
 def tune_and_fit(table: pd.DataFrame, settings: TrainSettings, *, storage: str | None = None,
-                 study_name: str = "ttsopt-selector", progress: Callable[[int, int], None] | None = None) -> FitResult:
+                 study_name: str = "ttsopt-selector", progress: Callable[[int, int], None] | None = None,
+                 oof: bool = False) -> FitResult:
     """Tune on ``table`` with grouped CV (TPE, pruning), then fit on all of it with the best settings.
 
     ``storage`` (an Optuna URL such as ``sqlite:///study.db``) makes the study persistent: a
-    second call resumes it, adding ``settings.trials`` trials.
+    second call resumes it, adding ``settings.trials`` trials. ``oof=True`` also returns the
+    out-of-fold predictions of the training rows (one more grouped CV with the chosen settings),
+    in ``FitResult.oof`` / ``oof_fold``.
     """
     import lightgbm as lgb
     import optuna
@@ -133,8 +142,26 @@ def tune_and_fit(table: pd.DataFrame, settings: TrainSettings, *, storage: str |
     rounds = int(best.user_attrs["rounds"])
     booster = lgb.train({**FIXED_PARAMS, **params}, _dataset(x, y), num_boost_round=rounds)
     history = [{"number": t.number, "value": t.value, "state": t.state.name, **t.params} for t in study.trials]
+    oof_pred = oof_fold = None
+    if oof:
+        oof_pred, oof_fold = _out_of_fold(x, y, folds, params, rounds)
     return FitResult(booster, pipeline, params, rounds, float(best.value), len(study.trials),
-                     time.perf_counter() - start, history)
+                     time.perf_counter() - start, history, oof_pred, oof_fold)
+
+
+def _out_of_fold(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any],
+                 rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row predicted by the CV booster of the fold that held it out (fixed ``rounds``, no early stop)."""
+    import lightgbm as lgb
+
+    result = lgb.cv({**FIXED_PARAMS, **params}, _dataset(x, y), num_boost_round=rounds, folds=folds,
+                    stratified=False, return_cvbooster=True)
+    pred = np.full(len(y), np.nan)
+    fold_of = np.full(len(y), -1)
+    for f, ((_, test), booster) in enumerate(zip(folds, result["cvbooster"].boosters)):
+        pred[test] = booster.predict(x.iloc[test])
+        fold_of[test] = f
+    return pred, fold_of
 
 
 def fit_fixed(table: pd.DataFrame, pipeline_settings: TrainSettings, params: dict[str, Any], rounds: int) -> FitResult:
