@@ -21,9 +21,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ttsopt.selector.features import policy_descriptor, prm_descriptor, strategy_descriptor
 from ttsopt.selector.pipeline import PROBE_FEATURES
 from ttsopt.selector.probe import PROBE_COST_COLUMNS
+from ttsopt.selector.rows import pair_columns, strategy_columns
 
 from .labels import strategy_labels
 from .snapshot import read_manifest, read_table
@@ -54,12 +54,11 @@ def load_snapshot_labels(folder: str | Path, *, probe_k: int | None = None) -> p
     labels = labels.merge(params, on=["policy", "prm"], how="left")
     descriptors = []
     for r in params.itertuples():
-        d = {"policy": r.policy, "prm": r.prm, **policy_descriptor(r.policy, r.policy_params),
-             **prm_descriptor(r.prm, r.prm_params)}
-        descriptors.append(d)
+        descriptors.append({"policy": r.policy, "prm": r.prm,
+                            **pair_columns(r.policy, r.prm, r.policy_params, r.prm_params)})
     desc = pd.DataFrame(descriptors).drop(columns=["policy_params", "prm_params"])
     labels = labels.merge(desc, on=["policy", "prm"], how="left")
-    strat = pd.DataFrame([{"strategy": s, **strategy_descriptor(s)} for s in labels["strategy"].unique()])
+    strat = strategy_columns(list(labels["strategy"].unique()))
     labels = labels.merge(strat, on="strategy", how="left")
     labels = labels.merge(features, on="problem_id", how="left")
     if probe_k is not None:
