@@ -323,11 +323,11 @@ def sweep(
                 raise typer.Exit(2)
         df = db.outcomes()
         parquet = db.export_parquet(store_path.with_suffix(".parquet"))
+        with con.status("problem features ..."):
+            features = write_problem_features(problems, store_path.parent, embeddings=embeddings)
         if snapshot is not None:
-            manifest = export_snapshot(db, snapshot, name=cfg.name)
+            manifest = export_snapshot(db, snapshot, name=cfg.name, features=features)
             con.print(f"snapshot {snapshot}: {len(manifest['shards'])} shards, {manifest['counts']}")
-    with con.status("problem features ..."):
-        features = write_problem_features(problems, store_path.parent, embeddings=embeddings)
     con.print(f"{counts['done']} units run, {counts['skipped']} already in the store; {time.perf_counter() - t0:.1f} s")
     for pair in cfg.pairs:
         table = method_budget_matrix(df, policy=pair.policy, prm=pair.prm)
@@ -368,8 +368,10 @@ def snapshot(
         con.print(f"[red]error:[/] no store at {store}")
         raise typer.Exit(2)
     try:
+        features = store.parent / "features.parquet"  # written next to the store by `ttsopt sweep`
         with OutcomeStore(store) as db:
-            manifest = export_snapshot(db, out, name=store.parent.name)
+            manifest = export_snapshot(db, out, name=store.parent.name,
+                                       features=features if features.is_file() else None)
     except StoreMismatchError as e:
         con.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)
@@ -469,6 +471,8 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the full evaluation as JSON"),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="write the tables as markdown"),
     trials: Optional[int] = typer.Option(None, help="Optuna trials per fold (default: the router's)"),
+    probe_k: list[int] = typer.Option([], "--probe-k", help="also evaluate a router with probe features of k "
+                                      "samples (repeatable; snapshots without probes are skipped)"),
 ) -> None:
     """Cross-fitted evaluation on the router's own data (refit and re-tuned per fold, grouped by question)."""
     import json
@@ -508,8 +512,12 @@ def evaluate(
         con.print("evaluating by cross-fitting: this is the router's training data (refit and re-tuned per fold)")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=con) as bar:
-            task = bar.add_task("folds (tuned inside each)", total=settings.folds)
-            report = run_evaluation(table, settings, progress=lambda d, t: bar.update(task, completed=d))
+            from ttsopt.train.evaluate import load_probe_tables
+
+            probes, _missing = load_probe_tables(data, probe_k)
+            task = bar.add_task("fits (tuned inside each)", total=settings.folds)
+            report = run_evaluation(table, settings, probe_tables=probes,
+                                    progress=lambda d, t: bar.update(task, completed=d, total=t))
     else:
         from ttsopt.train.evaluate import evaluate_as_is
 
@@ -530,11 +538,382 @@ def evaluate(
 
 # --------------------------------------------------------------------------- online: route, solve, serve
 
+def _online(solve: bool, question: Optional[str], router: Path, budget: Optional[int], tokens: Optional[float],
+            flops: Optional[float], target: Optional[float], pair: Optional[str], engine: Optional[str], device: str,
+            policy: Optional[str], prm: Optional[str], file: Optional[Path], out: Optional[Path], batch: int,
+            resume: bool, as_json: bool, seed: int, trust_models: bool = False) -> None:
+    """What `route` and `solve` share: the budget, the router, one question or a file of them."""
+    from ttsopt.selector.route_io import (QuestionFileError, decision_summary, decision_table, read_questions,
+                                          run_file, todo_rows)
+    from ttsopt.selector.router import Budget, Router, RouterError
+
+    con = _console()
+
+    def fail(msg: str) -> None:
+        con.print(f"[red]error:[/] {msg}")
+        raise typer.Exit(2)
+
+    if (question is None) == (file is None):
+        fail("give one question, or --file FILE.jsonl (not both)")
+    if file is not None and out is None:
+        fail("--file needs --out (the decisions' JSONL file)")
+    try:
+        bound = Budget(n=budget, tokens=tokens, flops=flops, target_accuracy=target)
+    except ValueError as e:
+        fail(f"{e} (--budget N generations, --tokens, --flops or --target ACCURACY)")
+    rows = None
+    if file is not None:
+        try:
+            rows = todo_rows(read_questions(file), out, resume)
+        except QuestionFileError as e:
+            fail(str(e))
+    try:
+        r = Router.load(router, pair=pair, engine=engine, device=device, policy_spec=policy, prm_spec=prm, seed=seed,
+                        check_models=not trust_models)
+        if rows is None:
+            r.warm(models=solve)  # so that the decision's time shown is a decision's, not the models' loading
+            if solve:
+                solution = r.solve(question, bound)
+                decision = solution.decision
+            else:
+                decision = r.route(question, bound)
+        elif rows:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=con) as bar:
+                task = bar.add_task("solving" if solve else "routing", total=len(rows))
+                run_file(r, rows, out, bound, solve=solve, batch=batch, progress=lambda k: bar.advance(task, k))
+    except RouterError as e:
+        fail(str(e))
+    if rows is not None:
+        con.print(f"{len(rows)} question(s) {'solved' if solve else 'routed'} by {r.name} ({r.pair}): {out}")
+        return
+    if as_json:
+        print(json.dumps((solution if solve else decision).to_dict(), default=str))
+        return
+    from rich.console import Console
+
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=120)  # piped: wide enough for the longest strategy key
+    stdout.print(decision_table(decision, title=f"router {r.name}: {question[:70]}"))
+    stdout.print(decision_summary(decision))
+    if solve:
+        c = solution.compute
+        stdout.print(f"[bold]answer: {solution.answer}[/]  (spent {c['tokens']:,} tokens, {c['flops']:.3g} FLOPs "
+                     f"with the probe; {solution.seconds:.2f} s)")
+
+
+_ONLINE_HELP = {
+    "question": "the question (or --file)",
+    "router": "router directory from `ttsopt train`",
+    "budget": "N: generations (strategies with N <= this)",
+    "tokens": "expected tokens per question, the probe included",
+    "flops": "expected FLOPs per question, the probe included",
+    "target": "target accuracy: the cheapest strategy predicted to reach it",
+    "pair": "the router's pair (needed when it has several)",
+    "engine": "transformers | llamacpp (default: the engine the sweep ran)",
+    "policy": "run the pair's policy from this spec instead (openai:URL#MODEL, vllm:MODEL); it must be the model "
+              "the router was trained for",
+    "prm": "run the pair's PRM from this spec instead",
+    "file": "JSONL with one {\"question\": ..., \"id\": ...} per line",
+    "out": "JSONL output, appended batch by batch",
+}
+
+
+@app.command()
+def route(
+    question: Optional[str] = typer.Argument(None, help=_ONLINE_HELP["question"]),
+    router: Path = typer.Option(..., help=_ONLINE_HELP["router"]),
+    budget: Optional[int] = typer.Option(None, help=_ONLINE_HELP["budget"]),
+    tokens: Optional[float] = typer.Option(None, help=_ONLINE_HELP["tokens"]),
+    flops: Optional[float] = typer.Option(None, help=_ONLINE_HELP["flops"]),
+    target: Optional[float] = typer.Option(None, help=_ONLINE_HELP["target"]),
+    pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
+    engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
+    device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
+    policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
+    prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
+    file: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["file"]),
+    out: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["out"]),
+    batch: int = typer.Option(16, help="questions per batch (one encoder / probe call each)"),
+    resume: bool = typer.Option(False, help="skip questions already in --out"),
+    as_json: bool = typer.Option(False, "--json", help="print the decision as JSON instead of the table"),
+    seed: int = typer.Option(0, help="seed of the probe and search calls"),
+    trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
+                                      "trained models' (you vouch they are the same weights)"),
+) -> None:
+    """Which strategy the router picks for a question under a budget, with every strategy's prediction."""
+    _online(False, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
+            batch, resume, as_json, seed, trust_models)
+
+
+@app.command()
+def solve(
+    question: Optional[str] = typer.Argument(None, help=_ONLINE_HELP["question"]),
+    router: Path = typer.Option(..., help=_ONLINE_HELP["router"]),
+    budget: Optional[int] = typer.Option(None, help=_ONLINE_HELP["budget"]),
+    tokens: Optional[float] = typer.Option(None, help=_ONLINE_HELP["tokens"]),
+    flops: Optional[float] = typer.Option(None, help=_ONLINE_HELP["flops"]),
+    target: Optional[float] = typer.Option(None, help=_ONLINE_HELP["target"]),
+    pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
+    engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
+    device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
+    policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
+    prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
+    file: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["file"]),
+    out: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["out"]),
+    batch: int = typer.Option(8, help="questions per batch (strategies that coincide run as one search call)"),
+    resume: bool = typer.Option(False, help="skip questions already in --out"),
+    as_json: bool = typer.Option(False, "--json", help="print the solution as JSON instead of the table"),
+    seed: int = typer.Option(0, help="seed of the probe and search calls"),
+    trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
+                                      "trained models' (you vouch they are the same weights)"),
+) -> None:
+    """Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the compute."""
+    _online(True, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
+            batch, resume, as_json, seed, trust_models)
+
+
+@app.command()
+def serve(
+    router: Path = typer.Option(..., help=_ONLINE_HELP["router"] + "; its folder name is the OpenAI model id"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default; use an API key past it)"),
+    port: int = typer.Option(8000, help="port to bind"),
+    api_key: Optional[str] = typer.Option(None, envvar="TTSOPT_API_KEY", show_envvar=True,
+                                          help="demand 'Authorization: Bearer KEY' on every route but /healthz"),
+    batch_window_ms: float = typer.Option(10.0, help="merge requests arriving within this window into one router "
+                                                     "call (0: one request at a time)"),
+    max_batch: int = typer.Option(64, help="questions in one router call"),
+    max_queue: int = typer.Option(1024, help="questions waiting for the models before requests get 503"),
+    max_questions: int = typer.Option(64, help="questions in one /v1/route or /v1/solve call"),
+    max_question_chars: int = typer.Option(8000, help="characters in one question"),
+    max_body_bytes: int = typer.Option(1024 * 1024, help="bytes in one request body"),
+    max_budget: int = typer.Option(256, help="the largest budget N a request may ask for"),
+    max_budget_tokens: float = typer.Option(1e6, help="the largest token budget a request may ask for"),
+    max_budget_flops: float = typer.Option(1e15, help="the largest FLOPs budget a request may ask for"),
+    default_budget: int = typer.Option(16, help="budget N of a request that names none (0: a request must name one)"),
+    pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
+    engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
+    device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
+    policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
+    prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
+    seed: int = typer.Option(0, help="seed of the probe and search calls"),
+    warmup: bool = typer.Option(True, help="solve one question before listening, so the models load at start-up"),
+) -> None:
+    """Serve the router over HTTP: OpenAI-compatible /v1/chat/completions, /v1/route, /v1/solve, /metrics."""
+    from ttsopt.selector.router import Budget, Router, RouterError
+    from ttsopt.serve.app import run_server
+    from ttsopt.serve.settings import ServeSettings
+
+    con = _console()
+    try:
+        settings = ServeSettings(host=host, port=port, api_key=api_key, batch_window_ms=batch_window_ms,
+                                 max_batch=max_batch, max_queue=max_queue, max_questions=max_questions,
+                                 max_question_chars=max_question_chars, max_body_bytes=max_body_bytes,
+                                 max_budget_n=max_budget, max_budget_tokens=max_budget_tokens,
+                                 max_budget_flops=max_budget_flops, default_budget_n=default_budget or None)
+    except ValueError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    try:
+        r = Router.load(router, pair=pair, engine=engine, device=device, policy_spec=policy, prm_spec=prm, seed=seed)
+        if warmup:
+            started = time.perf_counter()
+            r.solve("What is 1 + 1?", Budget(n=1))
+            con.print(f"models loaded and warm ({time.perf_counter() - started:.1f} s)")
+    except RouterError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    auth = "API key required" if settings.api_key else "no API key"
+    con.print(f"serving router [bold]{r.name}[/] ({r.pair}) on http://{host}:{port}/v1 ({auth}; "
+              f"batch window {settings.batch_window_ms:g} ms)")
+    run_server(r, settings)
+
 
 # --------------------------------------------------------------------------- analysis: explain, report
 
 
+def _print_explanation(con, result: dict) -> None:
+    from rich.table import Table
+
+    g = result.get("global")
+    if g is not None:
+        t = Table(title=f"Importance by factor ({g['rows']} rows; SHAP in {g['unit']})")
+        for col in ("factor", "split gain", "SHAP: prediction", "SHAP: choice"):
+            t.add_column(col, justify="left" if col == "factor" else "right")
+        for f, share in g["gain"]["share"].items():
+            t.add_row(f, f"{share:.1%}", f"{g['shap_prediction']['share'].get(f, 0):.1%}",
+                      f"{g['shap_choice']['share'].get(f, 0):.1%}")
+        con.print(t)
+        t = Table(title="Features that separate strategies on one problem (mean |SHAP| centred per problem)")
+        for col in ("feature", "factor", "choice", "prediction", "gain"):
+            t.add_column(col, justify="left" if col in ("feature", "factor") else "right")
+        for f in g["features"][:10]:
+            t.add_row(f["feature"], f["factor"], f"{f['shap_choice']:.4f}", f"{f['shap_prediction']:.4f}",
+                      f"{f['gain']:.0f}")
+        con.print(t)
+    for p in result.get("problems", []):
+        known = f", difficulty {p['difficulty']}" if "difficulty" in p else ""
+        t = Table(title=f"{p['pair']} · {p['problem_id']} · budget N={p['budget']}{known}: {p['winner']} wins")
+        for col in ("", "strategy", "n", "predicted", "observed", "tokens"):
+            t.add_column(col, justify="left" if col in ("", "strategy") else "right")
+        for i, c in enumerate(p["candidates"][:12]):
+            obs = "" if c["observed"] is None else f"{c['observed']:.3f}"
+            t.add_row("★" if i == 0 else "", c["strategy"], str(c["n"]), f"{c['predicted']:.3f}", obs,
+                      f"{c['tokens']:.0f}")
+        if len(p["candidates"]) > 12:
+            t.add_row("", f"… {len(p['candidates']) - 12} more (--json for all)", "", "", "", "")
+        con.print(t)
+        t = Table(title=f"What moved the winner's prediction (SHAP in log-odds; expected value "
+                        f"{p['expected_value']:+.3f})")
+        for col in ("feature", "factor", "value", "SHAP"):
+            t.add_column(col, justify="right" if col in ("SHAP", "value") else "left")
+        for f in p["winner_features"]:
+            t.add_row(f["feature"], f["factor"], _short(f["value"]), f"{f['shap']:+.3f}")
+        con.print(t)
+        if "runner_up" in p:
+            t = Table(title=f"Its lead over {p['runner_up']} (SHAP winner − runner-up)")
+            for col in ("feature", "factor", "winner", "runner-up", "SHAP"):
+                t.add_column(col, justify="left" if col in ("feature", "factor") else "right")
+            for f in p["lead_features"]:
+                t.add_row(f["feature"], f["factor"], _short(f["value"]), _short(f.get("runner_up_value")),
+                          f"{f['shap']:+.3f}")
+            con.print(t)
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def explain(
+    router: Path = typer.Option(..., help="router directory from `ttsopt train`"),
+    data: Optional[list[Path]] = typer.Option(None, help="snapshot folder(s): global importance, and --problem"),
+    problem: Optional[str] = typer.Option(None, help="a problem id of the data: why its strategy won"),
+    question: Optional[str] = typer.Option(None, help="a question's text: its candidates and why the winner won"),
+    budget: Optional[int] = typer.Option(None, help="budget N: candidates with n <= N (default: all)"),
+    pair: Optional[str] = typer.Option(None, help="only this pair (e.g. smollm2-135m+calc)"),
+    top: int = typer.Option(8, help="features to show per problem"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the explanation as JSON ('-' for stdout)"),
+) -> None:
+    """Which factors drive the router's choice (gain, SHAP by factor), and why one problem's strategy won."""
+    from ttsopt.data.files import atomic_write_text
+    from ttsopt.selector.artifact import ArtifactError
+    from ttsopt.train.explain import explain as run_explain
+
+    con = _console()
+    data = data or []
+    if not data and question is None:
+        con.print("[red]error:[/] give --data (global importance, --problem) or --question")
+        raise typer.Exit(2)
+    _check_snapshots(con, data)
+    try:
+        result = run_explain(router, data, problem=problem, question=question, budget=budget, pair=pair, top=top)
+    except (ArtifactError, ValueError) as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    text = json.dumps(result, indent=1, default=str) + "\n"
+    if json_out is not None and str(json_out) == "-":
+        print(text, end="")
+        return
+    if json_out is not None:
+        atomic_write_text(json_out, text)
+    from rich.console import Console
+
+    _print_explanation(Console(), result)  # the tables are the command's output: stdout
+
+
+@app.command()
+def report(
+    router: Path = typer.Option(..., help="router directory from `ttsopt train`"),
+    data: list[Path] = typer.Option(..., help="snapshot folder(s) to report on (repeat --data for several)"),
+    out: Path = typer.Option(Path("report"), help="directory for index.html, figures/ and eval.json"),
+    eval_json: Optional[Path] = typer.Option(None, "--eval", help="eval.json from `ttsopt evaluate --json` "
+                                             "(default: run a cross-fitted evaluation here)"),
+    trials: int = typer.Option(2, help="Optuna trials per fold when the evaluation runs here"),
+    screenshot: Optional[Path] = typer.Option(None, help="also save the page's top as PNG (needs a headless "
+                                              "Chromium on PATH, e.g. Debian's chromium-headless-shell)"),
+) -> None:
+    """A self-contained HTML report (figures inline): evaluation, decisions, calibration, importance."""
+    from ttsopt.selector.artifact import ArtifactError
+    from ttsopt.train.html_report import build_report
+
+    con = _console()
+    _check_snapshots(con, data)
+    try:
+        page = build_report(router, data, out, eval_path=eval_json, trials=trials,
+                            progress=lambda msg: con.print(f"[dim]{msg}…[/]"))
+    except (ArtifactError, ValueError) as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    con.print(f"report: {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained); figures in {page.parent / 'figures'}")
+    if screenshot is not None:
+        from ttsopt.train.html_report import screenshot as take
+
+        try:
+            con.print(f"screenshot: {take(page, screenshot)}")
+        except (RuntimeError, OSError) as e:
+            con.print(f"[yellow]no screenshot:[/] {e}")
+            raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- quickstart
+
+
+class _QuickstartBars:
+    """The quickstart's stages as rich output: a rule per stage, bars for the sweep, trials and folds."""
+
+    def __init__(self, con, progress):
+        self.con, self.progress = con, progress
+
+    def stage(self, name: str) -> None:
+        self.con.rule(f"[bold]{name}")
+
+    def sweep_progress(self):
+        return _Bars(self.progress)
+
+    def counter(self, name: str, total: int):
+        task = self.progress.add_task(name, total=total)
+        return lambda done, _total: self.progress.update(task, completed=done)
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("ttsopt-quickstart"), help="folder for the store, snapshot, router, "
+                             "evaluation and report (rerun to resume)"),
+    limit: Optional[int] = typer.Option(None, help="only the first K problems of the sweep (a multiple of 5)"),
+    trials: int = typer.Option(10, help="Optuna trials for the router, and per fold in the evaluation"),
+    report: bool = typer.Option(True, help="write the HTML report"),
+) -> None:
+    """The whole loop on the embedded default: a small sweep, training, held-out evaluation, report.
+
+    Nothing is downloaded. Rerunning after a kill resumes where it stopped.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ttsopt.train.quickstart import NEXT_STEPS, QuickstartSettings, run_quickstart
+
+    con = _console()
+    t0 = time.perf_counter()
+    settings = QuickstartSettings(out=out, limit=limit, trials=trials, report=report)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con) as bar:
+        try:
+            result = run_quickstart(settings, _QuickstartBars(con, bar))
+        except ValueError as e:
+            bar.stop()
+            con.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2)
+    print(result.eval_markdown)
+    spent = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    con.print(f"done in {time.perf_counter() - t0:.0f} s ({spent})"
+              + (f"; already there: {', '.join(result.skipped)}" if result.skipped else ""))
+    con.print(f"evaluation: {result.eval_json}" + (f"\nreport: {result.report}" if result.report else ""))
+    con.print("\n[bold]next[/]")
+    for what, command in NEXT_STEPS:
+        con.print(f"  {what}:\n    [cyan]{command.format(router=result.router)}[/]")
 
 
 if __name__ == "__main__":  # pragma: no cover

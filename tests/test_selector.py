@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ class HashPRM:
     name = "hash"
     num_parameters = 10
 
-    def score(self, items):
-        return [StepScores([((hash(s) % 97) + 1) / 98 for s in steps], tokens=3 * len(steps)) for _, steps in items]
+    def score(self, items):  # a stable hash: Python's hash() of a str changes from process to process
+        return [StepScores([(zlib.crc32(s.encode()) % 97 + 1) / 98 for s in steps], tokens=3 * len(steps))
+                for _, steps in items]
 
 
 CONFIG = {"name": "sel", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],

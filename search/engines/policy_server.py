@@ -127,8 +127,39 @@ def _error(status: int, message: str, kind: str = "BadRequestError", **extra: An
                         content={"error": {"message": message, "type": kind, "code": status, **extra}})
 
 
-_ERROR_KINDS = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
-                413: "RequestTooLargeError"}
+_ERROR_KINDS = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
+                405: "MethodNotAllowedError", 413: "RequestTooLargeError", 503: "ServiceUnavailableError"}
+
+
+def internal_error_response(logger: logging.Logger, doing: str, server: str):
+    """500 with a generic message and a fresh request id; the current exception is logged under that id.
+
+    Call it inside an ``except`` block. Shared by this server and ``ttsopt serve``.
+    """
+    request_id = f"req-{uuid.uuid4().hex[:16]}"
+    logger.exception("%s: request %s failed", server, request_id)
+    return _error(500, f"internal error while {doing} (request id {request_id}); "
+                       "the server's log has the details", "InternalServerError", request_id=request_id)
+
+
+def install_error_handlers(app) -> None:
+    """Answer FastAPI's HTTP and validation errors in the OpenAI error shape (validation: 400, naming the fields).
+
+    Shared by this server and ``ttsopt serve``.
+    """
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), _ERROR_KINDS.get(exc.status_code, "HTTPError"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+                 for e in exc.errors()]
+        return _error(400, "; ".join(parts))
 
 
 def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerLimits | None = None,
@@ -138,10 +169,8 @@ def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerL
     Bounds come from ``limits`` or from its fields as keywords (``max_n=16``, ...); the
     defaults are :class:`ServerLimits`'s.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
+    from fastapi import FastAPI
     from pydantic import BaseModel, ConfigDict
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     if limits is not None and limit_values:
         raise TypeError("pass limits=ServerLimits(...) or its fields as keywords, not both")
@@ -169,21 +198,9 @@ def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerL
     error = _error  # the module's, named as the handlers below read
 
     def internal_error():
-        """500 with a generic message and a fresh request id; the exception is logged under that id."""
-        request_id = f"req-{uuid.uuid4().hex[:16]}"
-        log.exception("policy server: request %s failed", request_id)
-        return error(500, f"internal error while generating (request id {request_id}); "
-                          "the server's log has the details", "InternalServerError", request_id=request_id)
+        return internal_error_response(log, "generating", "policy server")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail), _ERROR_KINDS.get(exc.status_code, "HTTPError"))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError):
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
-                 for e in exc.errors()]
-        return error(400, "; ".join(parts))
+    install_error_handlers(app)
 
     # Metadata endpoints are async so that they answer even while every worker thread
     # waits for the model.
@@ -321,5 +338,10 @@ def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_na
     uvicorn.run(create_app(policy, model_name=model_name, **limits), host=host, port=port, log_level="info")
 
 
+# Shared with ``ttsopt serve`` (ttsopt.serve.app): the body limit, the error shape and handlers.
+BodyLimit = _BodyLimit
+error_response = _error
+
 __all__ = ["create_app", "completion_response", "serve", "serve_in_background", "start_background",
-           "BackgroundServer", "ServerLimits"]
+           "BackgroundServer", "ServerLimits", "BodyLimit", "error_response", "install_error_handlers",
+           "internal_error_response"]

@@ -1,0 +1,119 @@
+"""Request bodies of the service, and how a body's budget fields become one ``Budget``.
+
+Budget fields (top level of every POST body; with the ``openai`` client pass them in
+``extra_body``) -- give at most one:
+
+* ``budget``: N, generations per problem (the paper's axis): strategies with ``n <= budget``;
+* ``budget_tokens``: expected tokens per problem (policy prompt + generated + PRM, probe included);
+* ``budget_flops``: expected FLOPs per problem (probe included);
+* ``target_accuracy``: in (0, 1]: the cheapest strategy predicted to reach it (the decision says
+  whether any does).
+
+None of them: the server's default budget (``ServeSettings.default_budget_n``), or a 400 when the
+server has none. Unknown fields are accepted and ignored, as vLLM does, so the OpenAI sampling
+fields (``temperature``, ``max_tokens``, ...) are ignored: the chosen strategy fixes the sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .settings import ServeSettings
+
+#: request field -> the ``Budget`` field it sets
+BUDGET_FIELDS = {"budget": "n", "budget_tokens": "tokens", "budget_flops": "flops", "target_accuracy": "target_accuracy"}
+
+
+class BudgetFields(BaseModel):
+    """The budget fields every POST body may carry (see the module docstring)."""
+
+    model_config = ConfigDict(extra="ignore")
+    budget: int | None = Field(None, description="N: generations per problem (strategies with n <= budget)")
+    budget_tokens: float | None = Field(None, description="expected tokens per problem, probe included")
+    budget_flops: float | None = Field(None, description="expected FLOPs per problem, probe included")
+    target_accuracy: float | None = Field(None, description="the cheapest strategy predicted to reach it")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    #: a string, or OpenAI content parts (``[{"type": "text", "text": ...}]``); text parts only
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BudgetFields):
+    """``POST /v1/chat/completions``: the question is the last ``user`` message."""
+
+    model: str | None = None
+    messages: list[ChatMessage]
+    stream: bool = False
+    n: int = 1
+    #: put the search's trace (candidates, scores, kept paths) into the ``ttsopt`` field
+    include_trace: bool = False
+
+
+class QuestionsRequest(BudgetFields):
+    """``POST /v1/route`` and ``POST /v1/solve``: ``question`` (one) or ``questions`` (a list)."""
+
+    model: str | None = None
+    question: str | None = None
+    questions: list[str] | None = None
+    #: /v1/solve only: keep each solution's trace (it can be long)
+    include_trace: bool = True
+
+
+class RequestError(ValueError):
+    """A request the client must fix: answered 400 with this message."""
+
+
+def budget_of(body: BudgetFields, settings: ServeSettings):
+    """The one ``Budget`` a body asks for, checked against the server's bounds (RequestError otherwise)."""
+    from ttsopt.selector.router import Budget
+
+    given = {name: getattr(body, name) for name in BUDGET_FIELDS if getattr(body, name) is not None}
+    if len(given) > 1:
+        raise RequestError(f"give at most one of {', '.join(BUDGET_FIELDS)}; got {', '.join(given)}")
+    if not given:
+        if settings.default_budget_n is None:
+            raise RequestError(f"this server has no default budget: give one of {', '.join(BUDGET_FIELDS)}")
+        return Budget(n=settings.default_budget_n)
+    (name, value), = given.items()
+    kind = BUDGET_FIELDS[name]
+    if kind == "target_accuracy":
+        if not 0.0 < value <= 1.0:
+            raise RequestError(f"target_accuracy must be in (0, 1], got {value!r}")
+    else:
+        if not value > 0 or value != value or value == float("inf"):
+            raise RequestError(f"{name} must be a positive finite number, got {value!r}")
+        refusal = settings.budget_refusal(kind, value)
+        if refusal is not None:
+            raise RequestError(refusal)
+    try:
+        return Budget(**{kind: value})
+    except ValueError as e:  # the Budget's own checks
+        raise RequestError(str(e)) from None
+
+
+def question_of(messages: list[ChatMessage]) -> str:
+    """The text of the last ``user`` message (RequestError if there is none or it is not text)."""
+    for message in reversed(messages):
+        if message.role != "user":
+            continue
+        content = message.content
+        if isinstance(content, str):
+            return content
+        if content is None:
+            raise RequestError("the last user message has no content")
+        texts = []
+        for part in content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise RequestError(f"only text content parts are supported, got type {part.get('type')!r}")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise RequestError("messages has no user message: the question is the last user message")
+
+
+__all__ = ["BUDGET_FIELDS", "BudgetFields", "ChatMessage", "ChatRequest", "QuestionsRequest", "RequestError",
+           "budget_of", "question_of"]
