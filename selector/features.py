@@ -194,7 +194,15 @@ def _load_minilm(device: str) -> Any:
         raise EncoderNotInstalledError(
             "sentence embeddings need the sentence-transformers package: pip install 'sentence-transformers>=3.0'"
         ) from None
-    return SentenceTransformer(str(path), device=device, local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights 0%" bar in every command's output says nothing
+    try:
+        return SentenceTransformer(str(path), device=device, local_files_only=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def minilm_encoder(device: str = "cpu", batch_size: int = 64) -> Encoder:

@@ -16,7 +16,7 @@ from .config import SweepConfig
 from .store import OutcomeStore
 from .units import ChunkWorker, check_chunks, chunk_jobs, chunks, plan_units, progress_group, progress_groups
 
-__all__ = ["run_sweep", "write_problem_features"]
+__all__ = ["plan_sweep", "run_sweep", "write_problem_features"]
 
 
 def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem], *,
@@ -36,15 +36,8 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     parts = chunks(problems, cfg.chunk_size)
     done = store.done_units()
     counts = {"done": 0, "skipped": 0}
-    by_policy: dict[str, list[str]] = {}
-    limits: dict[str, dict[str, int]] = {}
-    for pair in cfg.pairs:
-        by_policy.setdefault(pair.policy, []).append(pair.prm)
-        limit = cfg.problem_limit(pair)
-        if limit is not None:
-            limits.setdefault(pair.policy, {})[pair.prm] = limit // cfg.chunk_size
-    plans = {policy: plan_units(cfg, policy, prms, len(parts), limits.get(policy))
-             for policy, prms in by_policy.items()}
+    by_policy = _prms_by_policy(cfg)
+    plans = plan_sweep(cfg, len(problems))
     if only_chunks is not None:
         wanted = check_chunks(only_chunks, len(parts))
         plans = {policy: [u for u in units if u.chunk in wanted] for policy, units in plans.items()}
@@ -74,6 +67,25 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
                 if progress is not None:
                     progress.advance(progress_group(unit), 1)
     return counts
+
+
+def _prms_by_policy(cfg: SweepConfig) -> dict[str, list[str]]:
+    by_policy: dict[str, list[str]] = {}
+    for pair in cfg.pairs:
+        by_policy.setdefault(pair.policy, []).append(pair.prm)
+    return by_policy
+
+
+def plan_sweep(cfg: SweepConfig, n_problems: int) -> dict[str, list]:
+    """Every unit of the sweep over ``n_problems`` problems, per policy (what is done or not)."""
+    n_chunks = len(range(0, n_problems, cfg.chunk_size))
+    limits: dict[str, dict[str, int]] = {}
+    for pair in cfg.pairs:
+        limit = cfg.problem_limit(pair)
+        if limit is not None:
+            limits.setdefault(pair.policy, {})[pair.prm] = limit // cfg.chunk_size
+    return {policy: plan_units(cfg, policy, prms, n_chunks, limits.get(policy))
+            for policy, prms in _prms_by_policy(cfg).items()}
 
 
 def claim_config(store: OutcomeStore, cfg: SweepConfig) -> None:
