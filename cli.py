@@ -622,58 +622,46 @@ _ONLINE_HELP = {
 }
 
 
-@app.command()
-def route(
-    question: Optional[str] = typer.Argument(None, help=_ONLINE_HELP["question"]),
-    router: Path = typer.Option(..., help=_ONLINE_HELP["router"]),
-    budget: Optional[int] = typer.Option(None, help=_ONLINE_HELP["budget"]),
-    tokens: Optional[float] = typer.Option(None, help=_ONLINE_HELP["tokens"]),
-    flops: Optional[float] = typer.Option(None, help=_ONLINE_HELP["flops"]),
-    target: Optional[float] = typer.Option(None, help=_ONLINE_HELP["target"]),
-    pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
-    engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
-    device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
-    policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
-    prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
-    file: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["file"]),
-    out: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["out"]),
-    batch: int = typer.Option(16, help="questions per batch (one encoder / probe call each)"),
-    resume: bool = typer.Option(False, help="skip questions already in --out"),
-    as_json: bool = typer.Option(False, "--json", help="print the decision as JSON instead of the table"),
-    seed: int = typer.Option(0, help="seed of the probe and search calls"),
-    trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
-                                      "trained models' (you vouch they are the same weights)"),
-) -> None:
-    """Which strategy the router picks for a question under a budget, with every strategy's prediction."""
-    _online(False, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
-            batch, resume, as_json, seed, trust_models)
+def _online_command(solve: bool, batch_default: int, batch_help: str, json_help: str, doc: str):
+    """Build `route` or `solve`: one option list, with the batch default and the help texts that differ."""
+
+    def command(
+        question: Optional[str] = typer.Argument(None, help=_ONLINE_HELP["question"]),
+        router: Path = typer.Option(..., help=_ONLINE_HELP["router"]),
+        budget: Optional[int] = typer.Option(None, help=_ONLINE_HELP["budget"]),
+        tokens: Optional[float] = typer.Option(None, help=_ONLINE_HELP["tokens"]),
+        flops: Optional[float] = typer.Option(None, help=_ONLINE_HELP["flops"]),
+        target: Optional[float] = typer.Option(None, help=_ONLINE_HELP["target"]),
+        pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
+        engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
+        device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
+        policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
+        prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
+        file: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["file"]),
+        out: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["out"]),
+        batch: int = typer.Option(batch_default, help=batch_help),
+        resume: bool = typer.Option(False, help="skip questions already in --out"),
+        as_json: bool = typer.Option(False, "--json", help=json_help),
+        seed: int = typer.Option(0, help="seed of the probe and search calls"),
+        trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
+                                          "trained models' (you vouch they are the same weights)"),
+    ) -> None:
+        _online(solve, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
+                batch, resume, as_json, seed, trust_models)
+
+    command.__name__ = command.__qualname__ = "solve" if solve else "route"
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def solve(
-    question: Optional[str] = typer.Argument(None, help=_ONLINE_HELP["question"]),
-    router: Path = typer.Option(..., help=_ONLINE_HELP["router"]),
-    budget: Optional[int] = typer.Option(None, help=_ONLINE_HELP["budget"]),
-    tokens: Optional[float] = typer.Option(None, help=_ONLINE_HELP["tokens"]),
-    flops: Optional[float] = typer.Option(None, help=_ONLINE_HELP["flops"]),
-    target: Optional[float] = typer.Option(None, help=_ONLINE_HELP["target"]),
-    pair: Optional[str] = typer.Option(None, help=_ONLINE_HELP["pair"]),
-    engine: Optional[str] = typer.Option(None, help=_ONLINE_HELP["engine"]),
-    device: str = typer.Option("cpu", help="torch device for local models and the encoder"),
-    policy: Optional[str] = typer.Option(None, help=_ONLINE_HELP["policy"]),
-    prm: Optional[str] = typer.Option(None, help=_ONLINE_HELP["prm"]),
-    file: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["file"]),
-    out: Optional[Path] = typer.Option(None, help=_ONLINE_HELP["out"]),
-    batch: int = typer.Option(8, help="questions per batch (strategies that coincide run as one search call)"),
-    resume: bool = typer.Option(False, help="skip questions already in --out"),
-    as_json: bool = typer.Option(False, "--json", help="print the solution as JSON instead of the table"),
-    seed: int = typer.Option(0, help="seed of the probe and search calls"),
-    trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
-                                      "trained models' (you vouch they are the same weights)"),
-) -> None:
-    """Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the compute."""
-    _online(True, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
-            batch, resume, as_json, seed, trust_models)
+route = app.command("route")(_online_command(
+    False, 16, "questions per batch (one encoder / probe call each)",
+    "print the decision as JSON instead of the table",
+    "Which strategy the router picks for a question under a budget, with every strategy's prediction."))
+solve = app.command("solve")(_online_command(
+    True, 8, "questions per batch (strategies that coincide run as one search call)",
+    "print the solution as JSON instead of the table",
+    "Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the compute."))
 
 
 @app.command()
@@ -902,7 +890,7 @@ def quickstart(
                   console=con) as bar:
         try:
             result = run_quickstart(settings, _QuickstartBars(con, bar))
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:
             bar.stop()
             con.print(f"[red]error:[/] {e}")
             raise typer.Exit(2)
@@ -910,7 +898,8 @@ def quickstart(
     spent = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     con.print(f"done in {time.perf_counter() - t0:.0f} s ({spent})"
               + (f"; already there: {', '.join(result.skipped)}" if result.skipped else ""))
-    con.print(f"evaluation: {result.eval_json}" + (f"\nreport: {result.report}" if result.report else ""))
+    con.print(f"evaluation: {result.eval_json} (every rule: {result.out / 'eval.md'})"
+              + (f"\nreport: {result.report}" if result.report else ""))
     con.print("\n[bold]next[/]")
     for what, command in NEXT_STEPS:
         con.print(f"  {what}:\n    [cyan]{command.format(router=result.router)}[/]")

@@ -19,21 +19,16 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/machine.py: this folder is no package
+from machine import loadavg  # noqa: E402
 
 QUESTION = (
     "A shop sells pencils at 3 dollars each. Mia buys 7 pencils and pays with a 50 dollar bill. "
     "How much change does she get?"
 )
-
-
-def loadavg() -> list[float] | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return None
 
 
 def measure(policy, prompt: str, batch: int, params, repeats: int) -> dict:

@@ -54,6 +54,9 @@ from ttsopt.data.files import atomic_write_text  # noqa: E402  (after the offlin
 from ttsopt.search.strategy import Strategy  # noqa: E402
 from ttsopt.search.types import Generation, SamplingParams  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/machine.py: this folder is no package
+from machine import loadavg  # noqa: E402
+
 #: Beam width (beam search) and expansion per subtree (DVTS), as in the paper's settings.
 TREE_WIDTH = 4
 #: The child prints its result on a line starting with this, so library chatter on stdout
@@ -71,15 +74,6 @@ RESULT_KEYS = (
 )
 TABLE_COLUMNS = ("engine", "policy", "workload", "wall s", "gen tok", "gen tok/s", "prefill tok",
                  "prefill/gen", "peak MiB")
-
-
-def loadavg() -> list[float] | None:
-    """1, 5 and 15 minute load averages (Linux), or ``None`` where /proc is not there."""
-    try:
-        with open("/proc/loadavg") as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return None
 
 
 def peak_rss_mib() -> float:

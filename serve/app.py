@@ -186,6 +186,15 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
                 raise _Failed(outcome)
         return outcomes
 
+    async def compute_questions(request, op: str, body: QuestionsRequest) -> tuple[list | None, bool]:
+        """What /v1/route and /v1/solve share: check the model, the questions and the budget, then
+        :func:`compute` (outcomes None: the client left); ``single``: the body gave one question, not a list."""
+        check_model(body.model)
+        questions, single = _questions(body)
+        check_questions(questions)
+        budget = budget_of(body, settings)
+        return await compute(request, op, questions, budget), single
+
     def answer_errors(handler):
         """Turn this module's refusals and failures into the OpenAI error shape."""
         import functools
@@ -245,11 +254,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
     @app.post("/v1/route")
     @answer_errors
     async def route(body: QuestionsRequest, request: Request):
-        check_model(body.model)
-        questions, single = _questions(body)
-        check_questions(questions)
-        budget = budget_of(body, settings)
-        outcomes = await compute(request, "route", questions, budget)
+        outcomes, single = await compute_questions(request, "route", body)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         decisions = []
@@ -262,11 +267,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
     @app.post("/v1/solve")
     @answer_errors
     async def solve(body: QuestionsRequest, request: Request):
-        check_model(body.model)
-        questions, single = _questions(body)
-        check_questions(questions)
-        budget = budget_of(body, settings)
-        outcomes = await compute(request, "solve", questions, budget)
+        outcomes, single = await compute_questions(request, "solve", body)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         solutions = []

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# Tests run under --import-mode=importlib, where test files cannot import each other by name: put this
+# folder on sys.path once, so the support modules (fakes.py, router_fixtures.py, serve_fakes.py) import
+# as `from fakes import LevelPolicy`, one module per process whichever test file imports it first.
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

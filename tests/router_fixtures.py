@@ -13,15 +13,8 @@ call seed, row and prompt), a wrong one states a wrong equation (which the calcu
 In step mode (a tree search) it writes the equation as one step, then the answer.
 
 Tests run under ``--import-mode=importlib``, where test files cannot import each other by name;
-load this module once per process under a fixed name (so the built artifact is shared)::
-
-    def _fixtures():
-        name = "ttsopt_tests_router_fixtures"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("router_fixtures.py"))
-            sys.modules[name] = module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        return sys.modules[name]
+``tests/conftest.py`` puts this folder on ``sys.path``, so a test imports this module by name
+(``import router_fixtures as rf``): one module per process, so the built artifact is shared.
 
 ``tiny_router(tmp_path, probe=True)``: with a live k=2 probe (the scripted policy and calc PRM are
 called on every route); ``probe=False``: text and embedding only. Keyword options go to

@@ -2,65 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("lightgbm")
+from fakes import HashPRM, LevelPolicy, blake2b32  # noqa: E402
 from ttsopt.data import Problem  # noqa: E402
-from ttsopt.search import Completion, Generation, StepScores  # noqa: E402
 from ttsopt.selector.artifact import load_artifact  # noqa: E402
 from ttsopt.train.explain import (  # noqa: E402
     FACTORS, contributions, explain, explain_rows, factor_of, gain_importance, global_importance, group_sums, router_decisions)
 from ttsopt.train.table import load_training_table  # noqa: E402
 from ttsopt.train.tuning import TrainSettings  # noqa: E402
-
-
-class LevelPolicy:
-    """Right with a probability set by the level (1 easy .. 3 hard); beams write one step, then the answer."""
-
-    name = "levels"
-    num_parameters = 1000
-
-    def __init__(self, problems):
-        self.by_question = {p.question: p for p in problems}
-
-    def format_prompt(self, question: str) -> str:
-        return f"Q: {question}\nA: "
-
-    def generate(self, prompts, params):
-        out = []
-        for i, prompt in enumerate(prompts):
-            problem = self.by_question[prompt.split("\n")[0][3:]]
-            rng = random.Random(f"{params.seed}:{i}:{prompt}")
-            p_right = {1: 0.9, 2: 0.5, 3: 0.1}[problem.level]
-            comps = []
-            for _ in range(params.n):
-                answer = problem.answer if rng.random() < p_right else str(int(problem.answer) + rng.randint(1, 3))
-                if params.stop and prompt.count("Step ") < 1:
-                    comps.append(Completion("Step 1: 1 + 1 = 2\n\n", 6, "stop"))
-                else:
-                    comps.append(Completion(f"Step 1: 1 + 1 = 2\n\nThe answer is {answer}.", 11, "eos"))
-            out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
-        return out
-
-
-class HashPRM:
-    """Step scores from a stable hash of the step (Python's own hash() changes from process to process)."""
-
-    name = "hash"
-    num_parameters = 10
-
-    def score(self, items):
-        def h(step: str) -> float:
-            return (int(hashlib.blake2b(step.encode(), digest_size=4).hexdigest(), 16) % 97 + 1) / 98
-
-        return [StepScores([h(s) for s in steps], tokens=3 * len(steps)) for _, steps in items]
 
 
 CONFIG = {"name": "explain", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],
@@ -83,7 +39,7 @@ def make_snapshot(folder: Path, n: int = 36) -> Path:
     with OutcomeStore(folder / "s.sqlite") as store:
         run_sweep(cfg, store, problems, workers={"levels": ChunkWorker(cfg, "levels", ["calc"],
                                                                        policy=LevelPolicy(problems),
-                                                                       prms={"calc": HashPRM()})})
+                                                                       prms={"calc": HashPRM(blake2b32)})})
         export_snapshot(store, folder / "snap")
     write_problem_features(problems, folder / "snap", embeddings=False)
     return folder / "snap"

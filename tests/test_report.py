@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import time
@@ -13,17 +12,10 @@ import pytest
 
 pytest.importorskip("lightgbm")
 pytest.importorskip("matplotlib")
+from test_explain import make_snapshot  # noqa: E402
 
 FIGURES = ("accuracy_by_budget", "accuracy_vs_flops", "decision_map", "router_vs_baselines", "calibration",
            "strategy_shares", "importance")
-
-
-def _helpers():
-    """The scripted sweep of test_explain.py (one tiny snapshot builder for both files)."""
-    spec = importlib.util.spec_from_file_location("_explain_helpers", Path(__file__).with_name("test_explain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     from ttsopt.train.tuning import TrainSettings
 
     tmp = tmp_path_factory.mktemp("report")
-    snap = _helpers().make_snapshot(tmp)
+    snap = make_snapshot(tmp)  # the scripted sweep of test_explain.py: one snapshot builder for both
     train_router([snap], tmp / "router", TrainSettings(trials=1, folds=3, n_components=0),
                  storage="sqlite:///:memory:")
     return snap, tmp / "router"

@@ -3,35 +3,18 @@ features it computes online are the ones the selector was trained on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import router_fixtures as rf
+from fakes import LevelPolicy
 
 from ttsopt.data import Problem
-from ttsopt.search import Completion, Generation
 from ttsopt.search.registry import load_prm
-
-
-def _fixtures():
-    """tests/router_fixtures.py, once per process (tests are not importable by name under importlib mode)."""
-    name = "ttsopt_tests_router_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("router_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rf = _fixtures()
-
-from ttsopt.selector.router import Budget, Router, RouterError  # noqa: E402
+from ttsopt.selector.router import Budget, Router, RouterError
 
 Q = "What is 12 + 30?"
 QS = ["What is 3 * 4?", "What is 5 + 6 * 7?", Q, "What is 81 + 9?"]
@@ -353,36 +336,6 @@ def test_an_encoder_of_another_size_is_refused(tmp_path):
 # --------------------------------------------------------------------------- online features = offline features
 
 
-class LevelPolicy:
-    """Right with a probability set by the problem's level (as in test_selector.py)."""
-
-    name = "levels"
-    num_parameters = 1000
-
-    def __init__(self, problems):
-        self.by_question = {p.question: p for p in problems}
-
-    def format_prompt(self, question: str) -> str:
-        return f"Q: {question}\nA: "
-
-    def generate(self, prompts, params):
-        out = []
-        for i, prompt in enumerate(prompts):
-            problem = self.by_question[prompt.split("\n")[0][3:]]
-            rng = random.Random(f"{params.seed}:{i}:{prompt}")
-            p_right = {1: 0.9, 2: 0.5, 3: 0.1}[problem.metadata["level"]]
-            comps = []
-            for _ in range(params.n):
-                answer = problem.answer if rng.random() < p_right else str(int(problem.answer) + rng.randint(1, 3))
-                if params.stop and prompt.count("Step ") < 1:
-                    comps.append(Completion("Step 1: 1 + 1 = 2\n\n", 6, "stop"))
-                else:
-                    comps.append(Completion(f"Step 1: 1 + 1 = 2\n\nThe answer is {answer}.", 11, "eos",
-                                            logprob=-2.0))
-            out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
-        return out
-
-
 CONFIG = {"name": "route", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],
           "methods": {"cot": {}, "majority": {}, "best_of_n": {"agg": ["min"], "vote": ["prm_vote"]},
                       "beam": {"m": [2]}},
@@ -409,7 +362,7 @@ def swept(tmp_path_factory):
     cfg = config_from_dict(CONFIG)
     with OutcomeStore(tmp / "s.sqlite") as store:
         run_sweep(cfg, store, problems, workers={"levels": ChunkWorker(cfg, "levels", ["calc"],
-                                                                       policy=LevelPolicy(problems),
+                                                                       policy=LevelPolicy(problems, logprob=-2.0),
                                                                        prms={"calc": load_prm("calc")})})
         export_snapshot(store, tmp / "snap")
     # features.parquet as `ttsopt sweep` writes it, with the fake encoder in MiniLM's place
@@ -438,7 +391,8 @@ def test_build_records_how_the_searches_ran(swept):
 
 def test_online_features_equal_the_training_tables_for_the_training_problems(swept):
     problems, table, path, _ = swept
-    router = Router.load(path, policy=LevelPolicy(problems), prm=load_prm("calc"), encoder=rf.fake_encoder)
+    router = Router.load(path, policy=LevelPolicy(problems, logprob=-2.0), prm=load_prm("calc"),
+                         encoder=rf.fake_encoder)
     for p in problems:
         rows = table[table["problem_id"] == p.id].set_index("strategy").loc[router.keys].reset_index()
         offline = router.pipeline.transform(rows)
@@ -453,7 +407,8 @@ def test_online_features_equal_the_training_tables_for_the_training_problems(swe
 
 def test_online_probe_columns_come_from_the_shared_probe_code(swept):
     problems, table, path, _ = swept
-    router = Router.load(path, policy=LevelPolicy(problems), prm=load_prm("calc"), encoder=rf.fake_encoder)
+    router = Router.load(path, policy=LevelPolicy(problems, logprob=-2.0), prm=load_prm("calc"),
+                         encoder=rf.fake_encoder)
     d = router.route(problems[0].question, Budget(n=4))
     from ttsopt.selector.probe import PROBE_COST_COLUMNS
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import HashPRM, LevelPolicy
 
 from ttsopt.data import Problem
-from ttsopt.search import Completion, Generation, StepScores
 from ttsopt.selector.artifact import ArtifactError, load_artifact
 from ttsopt.selector.pipeline import FeaturePipeline, LeakError, check_inputs
 from ttsopt.train.config import config_from_dict
@@ -21,44 +19,6 @@ from ttsopt.train.store import OutcomeStore
 from ttsopt.train.sweep import run_sweep, write_problem_features
 from ttsopt.train.table import fold_lists, load_training_table
 from ttsopt.train.tuning import TrainSettings, predict, tune_and_fit
-
-
-class LevelPolicy:
-    """Right with a probability set by the problem's level; step mode writes two steps then the answer."""
-
-    name = "levels"
-    num_parameters = 1000
-
-    def __init__(self, problems):
-        self.by_question = {p.question: p for p in problems}
-
-    def format_prompt(self, question: str) -> str:
-        return f"Q: {question}\nA: "
-
-    def generate(self, prompts, params):
-        out = []
-        for i, prompt in enumerate(prompts):
-            problem = self.by_question[prompt.split("\n")[0][3:]]
-            rng = random.Random(f"{params.seed}:{i}:{prompt}")
-            p_right = {1: 0.9, 2: 0.5, 3: 0.1}[problem.level]
-            comps = []
-            for _ in range(params.n):
-                answer = problem.answer if rng.random() < p_right else str(int(problem.answer) + rng.randint(1, 3))
-                if params.stop and prompt.count("Step ") < 1:
-                    comps.append(Completion("Step 1: 1 + 1 = 2\n\n", 6, "stop"))
-                else:
-                    comps.append(Completion(f"Step 1: 1 + 1 = 2\n\nThe answer is {answer}.", 11, "eos"))
-            out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
-        return out
-
-
-class HashPRM:
-    name = "hash"
-    num_parameters = 10
-
-    def score(self, items):  # a stable hash: Python's hash() of a str changes from process to process
-        return [StepScores([(zlib.crc32(s.encode()) % 97 + 1) / 98 for s in steps], tokens=3 * len(steps))
-                for _, steps in items]
 
 
 CONFIG = {"name": "sel", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],

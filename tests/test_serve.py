@@ -8,33 +8,16 @@ can count the router calls the batching window made. The live-server tests with 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from serve_fakes import SECRET, FakeRouter
 
-
-def _load(name: str):
-    """tests/ is not a package (importlib import mode): load a helper module by path."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fakes = _load("serve_fakes")
-FakeRouter, SECRET = fakes.FakeRouter, fakes.SECRET
-
-from ttsopt.selector.router import Budget  # noqa: E402  (after serve_fakes, see there)
-from ttsopt.serve.app import create_app  # noqa: E402
-from ttsopt.serve.settings import ServeSettings  # noqa: E402
+from ttsopt.selector.router import Budget
+from ttsopt.serve.app import create_app
+from ttsopt.serve.settings import ServeSettings
 
 Q = "What is 2 + 3?"
 

@@ -8,37 +8,22 @@ a test must hold the models on a gate, the scripted router of tests/serve_fakes.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 openai = pytest.importorskip("openai")
 
+import router_fixtures as fixtures  # noqa: E402
+import serve_fakes  # noqa: E402
+
+from ttsopt.serve.app import serve_in_background  # noqa: E402
+
 pytestmark = pytest.mark.network
 
 KEY = "test-key-0123"
-
-
-def _load(name: str):
-    """tests/ is not a package (importlib import mode): load a helper module by path."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load("router_fixtures")
-fakes = _load("serve_fakes")
-
-from ttsopt.serve.app import serve_in_background  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +117,7 @@ def test_metrics_show_the_requests_after_a_call(client, server):
 
 
 def test_a_client_that_disconnects_is_dropped_from_its_batch():
-    router = fakes.FakeRouter()
+    router = serve_fakes.FakeRouter()
     router.gate = threading.Event()
     with serve_in_background(router, batch_window_ms=0) as s:
         def post(question, timeout):
@@ -154,13 +139,13 @@ def test_a_client_that_disconnects_is_dropped_from_its_batch():
 
 
 def test_a_request_that_fails_inside_the_router_leaves_the_server_serving():
-    router = fakes.FakeRouter()
+    router = serve_fakes.FakeRouter()
     router.fail_on = {"What is 6 + 6?"}
     with serve_in_background(router) as s:
         c = openai.OpenAI(base_url=f"{s.url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.InternalServerError) as e:
             c.chat.completions.create(model="fake-router", messages=[{"role": "user", "content": "What is 6 + 6?"}])
-        assert fakes.SECRET not in str(e.value) and "request id" in str(e.value)
+        assert serve_fakes.SECRET not in str(e.value) and "request id" in str(e.value)
         ok = c.chat.completions.create(model="fake-router", messages=[{"role": "user", "content": "What is 6 + 7?"}])
         assert ok.choices[0].message.content == "13"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import os
 import random
 import signal
@@ -14,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import HashPRM
 
 from ttsopt.data import Problem
-from ttsopt.search import Completion, Generation, SamplingParams, StepScores, Strategy
+from ttsopt.search import Completion, Generation, SamplingParams, Strategy
 from ttsopt.search.run import run_search
 from ttsopt.train.config import SweepConfigError, config_from_dict, load_config
 from ttsopt.train.pooled import PoolItem, estimate_budgets, subsets
@@ -63,18 +62,6 @@ class CoinPolicy:
                     comps.append(Completion(text, 11, "eos"))
             out.append(Generation(prompt_tokens=len(prompt.split()), completions=comps))
         return out
-
-
-class LengthPRM:
-    """Scores a step by a hash of its text: arbitrary but deterministic."""
-
-    name = "hash"
-    num_parameters = 10
-
-    def score(self, items):
-        # a stable hash: Python's hash() of a str changes from process to process
-        return [StepScores([(zlib.crc32(s.encode()) % 97 + 1) / 98 for s in steps], tokens=3 * len(steps))
-                for _, steps in items]
 
 
 def _problems(k: int) -> tuple[list[Problem], CoinPolicy]:
@@ -131,7 +118,7 @@ CONFIG = {
 def _run(tmp_path: Path, name: str, probs, policy, stop_after: int | None = None) -> OutcomeStore:
     cfg = config_from_dict(CONFIG)
     store = OutcomeStore(tmp_path / f"{name}.sqlite")
-    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": HashPRM()})
     if stop_after is not None:
         original, calls = store.commit_unit, {"n": 0}
 
@@ -186,7 +173,7 @@ def test_drivers_given_disjoint_chunks_write_the_rows_of_one_undivided_sweep(tmp
     cfg = config_from_dict(CONFIG)
     store = OutcomeStore(tmp_path / "split.sqlite")
     for part in ([2, 0], [1]):
-        worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+        worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": HashPRM()})
         run_sweep(cfg, store, probs, workers={"coin": worker}, only_chunks=part)
     assert _rows(store) == clean
     with pytest.raises(ValueError, match="out of range"):
@@ -220,7 +207,7 @@ def test_rerunning_a_finished_sweep_does_nothing(tmp_path):
     n = store.count()
     cfg = config_from_dict(CONFIG)
     counts = run_sweep(cfg, store, probs, workers={"coin": ChunkWorker(cfg, "coin", ["hash"], policy=policy,
-                                                                       prms={"hash": LengthPRM()})})
+                                                                       prms={"hash": HashPRM()})})
     assert counts["done"] == 0 and counts["skipped"] > 0 and store.count() == n
 
 
@@ -367,7 +354,7 @@ DATA_CONFIG = {**CONFIG, "tree_seeds": 2, "probe": {"k": 4, "seed": 99}}
 def _sweep(tmp_path: Path, name: str, raw: dict, probs, policy, store: OutcomeStore | None = None, **kw):
     cfg = config_from_dict(raw)
     store = store or OutcomeStore(tmp_path / f"{name}.sqlite")
-    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": LengthPRM()})
+    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": HashPRM()})
     counts = run_sweep(cfg, store, probs, workers={"coin": worker}, **kw)
     return store, counts
 
@@ -421,7 +408,7 @@ def test_every_methods_compute_matches_a_hand_count(tmp_path):
     store, _ = _sweep(tmp_path, "s", {**CONFIG, "methods": {**CONFIG["methods"], "beam": {"m": [2]}}}, probs, policy)
     df = store.outcomes().set_index(["problem_id", "strategy"])
     prompt = 7  # "Q: What is 1 + 1?\nA: " is seven words; the scripted policy counts words
-    power, prm_power = 2 * CoinPolicy.num_parameters, 2 * LengthPRM.num_parameters
+    power, prm_power = 2 * CoinPolicy.num_parameters, 2 * HashPRM.num_parameters
 
     def check(strategy, generated, prm_tokens):
         row = df.loc[("p1", strategy)]
@@ -527,7 +514,7 @@ def test_offline_probe_features_equal_the_online_probe_of_the_same_samples(tmp_p
     probs, policy = _problems(4)  # one chunk
     store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
     offline = pd.read_parquet(export_snapshot(store, tmp_path / "snap") and tmp_path / "snap" / "probe_features.parquet")
-    live = score_probe(LengthPRM(), [p.question for p in probs],
+    live = score_probe(HashPRM(), [p.question for p in probs],
                        sample_probe(policy, [p.question for p in probs], 4, temperature=0.7, max_tokens=256,
                                     seed=probe_seed(0, 99, 0)))
     for problem, probe in zip(probs, live):
