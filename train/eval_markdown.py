@@ -1,0 +1,149 @@
+"""The evaluation report (``eval.json``'s dict) as markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .eval_pairs import BUDGETS
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _markdown_core(report: dict[str, Any]) -> str:
+    """The evaluation as markdown tables: one row per pair × budget, then the compute curves' summary."""
+    lines = [f"Evaluation ({report['mode']}, {report['folds']} folds by question key, {report['rows']} rows): "
+             f"gap recovered {_fmt(report['gap_recovered'], '.3f')} (mean over pairs and budgets), "
+             f"Brier {report['brier']:.4f}",
+             "", "| pair | N | router [95% CI of diff] | best fixed (train) | best fixed (test) | per-bin (oracle bins) "
+             "| paper rule | random | oracle | gap recovered |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, pair in report["pairs"].items():
+        for n, b in pair["budgets"].items():
+            r = b["router"]
+            rule = b.get("paper_rule", {}).get("accuracy")
+            test_best = b.get("best_fixed_test", {}).get("accuracy", float("nan"))
+            per_bin = b.get("per_bin_oracle_bins", {}).get("accuracy", float("nan"))
+            lines.append(f"| {name} | {n} | {r['accuracy']:.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
+                         f"{b['best_fixed']['accuracy']:.3f} | {test_best:.3f} | "
+                         f"{per_bin:.3f} | {'' if rule is None else f'{rule:.3f}'} | "
+                         f"{b['random']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | {b['gap_recovered']:.2f} |")
+    lines += ["", "| pair | AIQ router | AIQ per-level rule | AIQ fixed | AIQ oracle | compute × at best-fixed accuracy |",
+              "|---|---|---|---|---|---|"]
+    for name, pair in report["pairs"].items():
+        if "curve" not in pair:
+            continue
+        c = pair["curve"]
+        m = c["compute_multiplier_at_best_fixed_accuracy"]
+        lines.append(f"| {name} | {c['aiq']['router']:.3f} | {c['aiq']['per_level_rule']:.3f} | {c['aiq']['fixed']:.3f} | "
+                     f"{c['aiq']['oracle']:.3f} | {'not reached' if m is None else f'{m:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+
+_RULE_LABELS = {"router": "router", "router_shrunk": "shrunk", "router_margin": "margin", "router_topk": "top-K",
+                "level_rule_oracle": "level rule (oracle level)", "level_rule_predicted": "level rule (predicted level)",
+                "level_blend": "level blend", "per_bin_predicted_text": "per-bin (text-predicted bins)",
+                "difficulty_curve": "difficulty curve (d̂ from text)",
+                "difficulty_curve_blend": "difficulty curve + LightGBM blend"}
+
+
+def _label(name: str) -> str:
+    if name.startswith("router_probe"):
+        return f"router + probe k={name[len('router_probe'):]}"
+    if name.startswith("per_bin_predicted_probe"):
+        return f"per-bin (probe k={name[len('per_bin_predicted_probe'):]} bins)"
+    return _RULE_LABELS.get(name, name)
+
+
+def _cell(rec: dict[str, Any] | None, gap: float | None = None) -> str:
+    if rec is None:
+        return ""
+    gap = rec.get("gap_recovered") if gap is None else gap
+    lo, hi = rec["ci95"]
+    mark = "↓" if hi < 0 else ("↑" if lo > 0 else "")
+    return f"{rec['accuracy']:.3f}{mark} ({'' if gap != gap else f'{gap:+.2f}'})"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The evaluation as markdown tables: the original two, then every rule, allocation, target mode and LOPO."""
+    lines = [_markdown_core(report).rstrip("\n")]
+    pairs = {n: p for n, p in report["pairs"].items() if "summary" in p}
+    if report.get("skipped_pairs"):
+        lines += ["", f"Not evaluated (fewer than {report.get('min_problems')} complete problems; still in training): "
+                  + ", ".join(report["skipped_pairs"])]
+    for name, pair in pairs.items():
+        rules = list(pair["summary"])
+        lines += ["", f"### {name}: every rule at each budget N (accuracy, gap recovered; ↓/↑ = 95% CI of the "
+                  "difference with the best fixed strategy entirely below/above 0)", "",
+                  "| N | best fixed | oracle | " + " | ".join(_label(r) for r in rules) + " |",
+                  "|---|---|---|" + "---|" * len(rules)]
+        for n, b in pair["budgets"].items():
+            cells = [_cell(b.get(r), b["gap_recovered"] if r == "router" else None) for r in rules]
+            lines.append(f"| {n} | {b['best_fixed']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | "
+                         + " | ".join(cells) + " |")
+        c = pair["curve"]
+        lines += ["", "| rule | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target "
+                  "(≥ 0.30 and never below) | AIQ | compute × at best-fixed accuracy | knob per fold |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rules:
+            sm = pair["summary"][r]
+            cur = {"aiq": c["aiq"]["router"], "compute_multiplier_at_best_fixed_accuracy":
+                   c["compute_multiplier_at_best_fixed_accuracy"]} if r == "router" else c["rules"].get(r, {})
+            m = cur.get("compute_multiplier_at_best_fixed_accuracy")
+            knob = next((b[r].get("params") for b in pair["budgets"].values() if r in b and "params" in b[r]), None)
+            g = sm["gap_recovered_mean"]
+            lines.append(f"| {_label(r)} | {'' if g is None else f'{g:+.2f}'} | "
+                         f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
+                         f"{'yes' if sm['meets_issue_target'] else 'no'} | "
+                         f"{cur.get('aiq', float('nan')):.3f} | {'not reached' if m is None else f'{m:.2f}'} | "
+                         f"{'' if knob is None or len(set(knob)) == 1 and knob[0] == 0.0 else knob} |")
+        lines.append(f"| (AIQ: fixed {c['aiq']['fixed']:.3f}, per-level rule {c['aiq']['per_level_rule']:.3f}, "
+                     f"oracle {c['aiq']['oracle']:.3f}) | | | | | | |")
+        if pair.get("classifiers"):
+            lines += ["", "Online classifiers (cross-fitted accuracy): " + ", ".join(
+                f"{k.replace('_', ' ')} {v:.2f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                for k, v in pair["classifiers"].items())]
+        alloc = pair.get("allocation", {})
+        if alloc:
+            names = list(alloc)
+            lines += ["", f"Batch allocation ({name}): one token budget B per problem × the held-out problems of a fold, "
+                      "split greedily on predicted accuracies, vs the best fixed strategy (training folds) that fits B "
+                      "(accuracy, realized tokens/problem; Δ vs uniform [95% CI])", "",
+                      "| B tokens/problem | uniform | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+            for i, row in enumerate(alloc[names[0]]):
+                cells = []
+                for nm in names:
+                    a = alloc[nm][i]
+                    cells.append(f"{a['allocated']['accuracy']:.3f} ({a['allocated']['tokens']:.0f}) "
+                                 f"Δ {a['diff']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]")
+                lines.append(f"| {row['tokens_per_problem']:.0f} | {row['uniform']['accuracy']:.3f} "
+                             f"({row['uniform']['tokens']:.0f}) | " + " | ".join(cells) + " |")
+        tm = pair.get("target_mode", {})
+        if tm:
+            names = list(tm)
+            lines += ["", f"Target-accuracy mode ({name}): achieved accuracy, tokens/problem, share flagged unreachable",
+                      "", "| target | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for i, row in enumerate(tm[names[0]]):
+                lines.append(f"| {row['target']:.1f} | " + " | ".join(
+                    f"{tm[nm][i]['accuracy']:.3f}, {tm[nm][i]['tokens']:.0f} tok, {tm[nm][i]['unreachable']:.0%} unreachable"
+                    for nm in names) + " |")
+    lopo = report.get("lopo")
+    if lopo and lopo.get("pairs"):
+        lines += ["", f"### Leave one pair out (train on the other pairs minus the held-out pair's evaluation questions, "
+                  f"plus {lopo['calibration_problems']} calibration problems of the held-out pair; best fixed chosen on "
+                  "those; accuracy router / best fixed / oracle, gap)", "",
+                  "| held-out pair | test problems | " + " | ".join(f"N={n}" for n in BUDGETS) + " | mean gap |",
+                  "|---|---|" + "---|" * (len(BUDGETS) + 1)]
+        for name, lp in lopo["pairs"].items():
+            cells = []
+            for n in BUDGETS:
+                b = lp["budgets"].get(str(n))
+                cells.append("" if b is None else f"{b['router']['accuracy']:.3f} / {b['best_fixed']['accuracy']:.3f} / "
+                             f"{b['oracle']['accuracy']:.3f} ({b['gap_recovered']:+.2f})")
+            g = lp["gap_recovered_mean"]
+            lines.append(f"| {name} | {lp['test_problems']} | " + " | ".join(cells) + f" | {'' if g is None else f'{g:+.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["markdown"]
