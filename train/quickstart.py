@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +121,7 @@ def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks
     tick = stages.counter("sweep units", len(wanted))
     env = {**os.environ, "TTSOPT_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     procs, logs = [], []
+    previous = None
     try:
         for k in range(settings.workers):
             mine = range(k, n_chunks, settings.workers)
@@ -132,13 +134,17 @@ def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks
                    "--chunks", ",".join(map(str, mine)), "--no-embeddings"]
             if settings.limit is not None:
                 cmd += ["--limit", str(settings.limit)]
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          preexec_fn=_die_with_parent))
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
         while any(p.poll() is None for p in procs):
             time.sleep(2.0)
             if tick is not None:
                 with OutcomeStore(store_path) as db:
                     tick(len(wanted & db.done_units()), len(wanted))
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -153,6 +159,26 @@ def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks
     if tick is not None:
         with OutcomeStore(store_path) as db:
             tick(len(wanted & db.done_units()), len(wanted))
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM: stop the sweep processes too, then stop
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the quickstart dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
