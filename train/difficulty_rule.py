@@ -52,13 +52,7 @@ def _binned(d_fit: np.ndarray, values: np.ndarray, d_rows: np.ndarray, q: int) -
     """Per row, the mean of ``values`` (fit rows × strategies) over the fit rows in the row's quantile bin
     of predicted difficulty (q bins on ``d_fit``; the overall mean where a bin is empty)."""
     edges = np.unique(np.quantile(d_fit, np.linspace(0, 1, q + 1)[1:-1])) if q > 1 else np.array([])
-    b_fit, b_rows = _bin_index(edges, d_fit), _bin_index(edges, d_rows)
-    overall = values.mean(axis=0)
-    out = np.empty((len(d_rows), values.shape[1]))
-    for b in np.unique(b_rows):
-        sel = b_fit == b
-        out[b_rows == b] = values[sel].mean(axis=0) if sel.any() else overall
-    return out
+    return _by_group(_bin_index(edges, d_fit), values, _bin_index(edges, d_rows))
 
 
 def _isotonic(d_fit: np.ndarray, values: np.ndarray, d_rows: np.ndarray) -> np.ndarray:
@@ -73,6 +67,7 @@ def _isotonic(d_fit: np.ndarray, values: np.ndarray, d_rows: np.ndarray) -> np.n
 
 
 def _by_group(g_fit: np.ndarray, values: np.ndarray, g_rows: np.ndarray) -> np.ndarray:
+    """Per row, the mean of ``values`` over the fit rows of the row's group (the overall mean where none)."""
     overall = values.mean(axis=0)
     out = np.empty((len(g_rows), values.shape[1]))
     for b in np.unique(g_rows):
