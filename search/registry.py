@@ -71,7 +71,36 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         return policy
     from .engines.vllm_policy import VLLMPolicy
 
-    return VLLMPolicy(rest, **kwargs)
+    model, options = _engine_options(rest, spec)
+    return VLLMPolicy(model, **{**options, **kwargs})
+
+
+def _engine_options(rest: str, spec: str) -> tuple[str, dict[str, Any]]:
+    """``MODEL?gpu_memory_utilization=0.45&max_model_len=4096`` -> the model and vLLM engine arguments.
+
+    A sweep config names a policy by one string, and a vLLM engine sharing its GPU with a PRM
+    must be told how much memory to take; so engine arguments ride in the spec's query. Values
+    are read as int, then float, then ``true``/``false``, else kept as text.
+    """
+    from urllib.parse import parse_qsl
+
+    model, _, query = rest.partition("?")
+    if not model:
+        raise ValueError(f"vllm policy spec needs a model: vllm:MODEL[?engine_arg=value&...], got {spec!r}")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"{spec!r}: engine arguments after '?' must be key=value pairs joined by '&'") from None
+    return model, {key: _option_value(value) for key, value in pairs}
+
+
+def _option_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def check_engine(engine: str) -> str:

@@ -527,7 +527,7 @@ def _model_name(spec: str) -> str:
     if "#" in s:
         s = s.rsplit("#", 1)[1]
     elif re.match(r"^(?:hf|vllm):", s):
-        s = s.split(":", 1)[1]
+        s = s.split(":", 1)[1].split("?", 1)[0]  # vllm:MODEL?engine_args: the args are not the model
     s = s.rstrip("/\\")
     s = re.split(r"[/\\]", s)[-1]
     if s.lower().endswith(".gguf"):

@@ -294,6 +294,8 @@ def test_policy_descriptor():
     hub = policy_descriptor("openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct", 1.5e9)
     assert hub["policy_name"] == "qwen2.5-1.5b-instruct" and hub["policy_family"] == "qwen2.5"
     assert policy_descriptor("/models/llama-3.2-1b.gguf", 10**9, family="Llama")["policy_family"] == "llama"
+    tuned = policy_descriptor("vllm:Qwen/Qwen2.5-1.5B-Instruct?gpu_memory_utilization=0.4", 1.5e9)
+    assert tuned["policy_name"] == "qwen2.5-1.5b-instruct"  # engine arguments are not part of the model's name
     with pytest.raises(ValueError, match="num_parameters"):
         policy_descriptor("x", -1)
 

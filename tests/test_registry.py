@@ -50,6 +50,15 @@ def test_each_spec_form_builds_its_backend(built, spec, backend, args):
     assert built == [(backend, args, {})]
 
 
+def test_a_vllm_spec_carries_engine_arguments_in_its_query(built):
+    """A vLLM policy sharing its GPU with a PRM must be told how much memory to take, in the spec."""
+    load_policy("vllm:Qwen/Qwen2.5-1.5B-Instruct?gpu_memory_utilization=0.4&max_model_len=4096&enforce_eager=true")
+    assert built == [("vllm", ("Qwen/Qwen2.5-1.5B-Instruct",),
+                      {"gpu_memory_utilization": 0.4, "max_model_len": 4096, "enforce_eager": True})]
+    with pytest.raises(ValueError, match="key=value"):
+        load_policy("vllm:Qwen/Qwen2.5-1.5B-Instruct?gpu_memory_utilization")
+
+
 def test_a_gguf_path_moved_onto_llamacpp_runs_on_llamacpp(built):
     """on_engine writes llamacpp:/x.gguf; its .gguf suffix must not send it back to transformers."""
     spec = on_engine("/models/model.gguf", "llamacpp")
