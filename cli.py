@@ -223,7 +223,7 @@ class _Bars:
 
 @app.command()
 def sweep(
-    config: Path = typer.Argument(..., help="sweep config (.yaml or .toml), or a preset name: arith-embedded, arith-smoke"),
+    config: Path = typer.Argument(..., help="sweep config (.yaml or .toml), or a preset name: arith-quickstart, arith-embedded, arith-router, arith-smoke, math500-gpu, ..."),
     store: Optional[Path] = typer.Option(None, help="outcome store (SQLite); default runs/<name>/outcomes.sqlite"),
     executor: str = typer.Option("local", help="local | ray (one model-holding actor per GPU)"),
     num_gpus: float = typer.Option(0, help="ray: GPUs per actor (0 on CPU)"),
