@@ -468,26 +468,17 @@ class Router:
         """Raw (n, d) float32 embeddings, encoding only the questions the in-memory LRU cache lacks."""
         with self._emb_lock:
             todo = [q for q in dict.fromkeys(questions) if q not in self._emb_cache]
-        if not self._emb_cache_size:
-            fresh = self._encode(todo)
-            index = {q: i for i, q in enumerate(todo)}
-            return fresh[[index[q] for q in questions]]
-        if todo:
-            fresh = self._encode(todo)
+        fresh = dict(zip(todo, self._encode(todo))) if todo else {}
+        if self._emb_cache_size:
             with self._emb_lock:
-                for q, v in zip(todo, fresh):
-                    self._emb_cache[q] = v
-                    self._emb_cache.move_to_end(q)
-                found = {q: self._emb_cache[q] for q in questions if q in self._emb_cache}
-                for q in found:
+                self._emb_cache.update(fresh)
+                found = {q: self._emb_cache[q] for q in questions}
+                for q in found:  # most recently used last
                     self._emb_cache.move_to_end(q)
                 while len(self._emb_cache) > self._emb_cache_size:
                     self._emb_cache.popitem(last=False)
         else:
-            with self._emb_lock:
-                found = {q: self._emb_cache[q] for q in questions}
-                for q in found:
-                    self._emb_cache.move_to_end(q)
+            found = fresh
         return np.stack([found[q] for q in questions])
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -880,25 +871,20 @@ def _compute_dict(c: Any) -> dict[str, Any]:
 
 def _with_probe(compute: dict, probe: _Probe | None) -> dict[str, Any]:
     """The search's compute plus the probe's (its prompt, k samples and their PRM scoring)."""
-    out = dict(compute)
-    out["search"] = dict(compute)
+    from ttsopt.search.compute import Compute
+
     if probe is None:
-        out["probe"] = None
-        return out
+        return {**compute, "search": dict(compute), "probe": None}
     p = probe.samples
-    k = len(p.samples)
-    gen = sum(s.tokens for s in p.samples[:k])
-    prm_tokens = sum(p.prm_tokens[:k]) if p.prm_tokens is not None else 0
-    out["probe"] = {"prompt_tokens": p.prompt_tokens, "generated_tokens": gen, "prm_tokens": prm_tokens,
-                    "tokens": probe.row["probe_cost_tokens"], "flops": probe.row["probe_cost_flops"]}
-    out["prompt_tokens"] += p.prompt_tokens
-    out["generated_tokens"] += gen
-    out["prm_tokens"] += prm_tokens
-    out["tokens"] = out["prompt_tokens"] + out["generated_tokens"] + out["prm_tokens"]
-    out["policy_flops"] += 2.0 * p.policy_parameters * (p.prompt_tokens + gen)
-    out["prm_flops"] += 2.0 * p.prm_parameters * prm_tokens
-    out["flops"] = out["policy_flops"] + out["prm_flops"]
-    return out
+    spent = Compute()
+    # charged like any call (the prompt once); what a search re-sent stays the search's own figure
+    spent.add_policy(p.prompt_tokens, sum(x.tokens for x in p.samples), p.policy_parameters, context_tokens=0)
+    spent.add_prm(sum(p.prm_tokens) if p.prm_tokens is not None else 0, p.prm_parameters)
+    extra = _compute_dict(spent)
+    return {**{k: compute[k] + extra[k] for k in compute}, "search": dict(compute),
+            "probe": {"prompt_tokens": spent.policy_prompt_tokens, "generated_tokens": spent.policy_generated_tokens,
+                      "prm_tokens": spent.prm_tokens, "tokens": probe.row["probe_cost_tokens"],
+                      "flops": probe.row["probe_cost_flops"]}}
 
 
 __all__ = ["Budget", "Candidate", "Decision", "EMBEDDING_CACHE_SIZE", "REUSING_METHODS", "Router", "RouterError",
