@@ -516,7 +516,9 @@ def evaluate(
 
             probes, _missing = load_probe_tables(data, probe_k)
             task = bar.add_task("fits (tuned inside each)", total=settings.folds)
-            report = run_evaluation(table, settings, probe_tables=probes,
+            from ttsopt.train.cascade import load_gates
+
+            report = run_evaluation(table, settings, probe_tables=probes, gates=load_gates(data),
                                     progress=lambda d, t: bar.update(task, completed=d, total=t))
     else:
         from ttsopt.train.evaluate import evaluate_as_is

@@ -678,14 +678,22 @@ class Router:
 
     # -- solving ------------------------------------------------------------------------
 
-    def solve(self, question: str, budget: Budget) -> Solution:
+    def solve(self, question: str, budget: Budget, *, cascade: bool = False) -> Solution:
         """Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the
-        trace and the compute actually spent (the probe's included)."""
-        return self.solve_many([question], budget)[0]
+        trace and the compute actually spent (the probe's included). ``cascade``: verify first (see
+        :meth:`solve_many`)."""
+        return self.solve_many([question], budget, cascade=cascade)[0]
 
-    def solve_many(self, questions: Sequence[str], budget: Budget | Sequence[Budget]) -> list[Solution]:
+    def solve_many(self, questions: Sequence[str], budget: Budget | Sequence[Budget], *,
+                   cascade: bool = False) -> list[Solution]:
         """Route and solve many questions; questions whose chosen strategies coincide run as one batched
-        search call. ``budget`` is one for all or one per question."""
+        search call. ``budget`` is one for all or one per question.
+
+        ``cascade=True`` runs the verify-first cascade fitted at training time
+        (``manifest["cascade"]``, :mod:`ttsopt.train.cascade`) instead of the model's argmax: the
+        greedy CoT, scored by the PRM; kept when its lowest step score reaches the fitted τ, otherwise
+        the fitted escalation search. It is fitted per budget N, so it takes a budget of ``n``.
+        """
         questions = _check_questions(questions)
         if not questions:
             return []
@@ -693,6 +701,8 @@ class Router:
         if len(budgets) != len(questions):
             raise RouterError(f"{len(budgets)} budgets for {len(questions)} questions")
         start = time.perf_counter()
+        if cascade:
+            return self._solve_cascade(questions, [self._check_budget(b) for b in budgets], start)
         decisions: list[Decision | None] = [None] * len(questions)
         probes: list[_Probe | None] = [None] * len(questions)
         groups: dict[Budget, list[int]] = {}
@@ -704,6 +714,85 @@ class Router:
                 decisions[i] = ds[j]
                 probes[i] = ps[j] if ps else None
         return self._solve_decided(questions, decisions, probes, start)
+
+    # -- the verify-first cascade ---------------------------------------------------------
+
+    @property
+    def cascade(self) -> dict[str, Any] | None:
+        """The pair's fitted cascade (per budget N: τ and the escalation strategy), or None."""
+        return (self.artifact.manifest.get("cascade") or {}).get(self.pair)
+
+    def cascade_plan(self, budget: Budget) -> dict[str, Any]:
+        """The fitted choice for ``budget`` (that of the largest fitted N <= budget.n)."""
+        entry = self.cascade
+        if entry is None:
+            raise RouterError(f"{self.path}: no cascade for {self.pair} (it needs the PRM's scores of the stored "
+                              "CoTs at training time: free for a PRM without parameters, such as calc)")
+        if budget.kind != "n":
+            raise RouterError(f"the cascade is fitted per budget N (generations); got a budget of {budget.kind}")
+        fitted = sorted(int(k) for k in entry["budgets"] if int(k) <= budget.n)
+        if not fitted:
+            raise RouterError(f"no cascade fitted for a budget of {budget.n} generations "
+                              f"(fitted: {', '.join(sorted(entry['budgets'], key=int))})")
+        return {"n": fitted[-1], **entry["budgets"][str(fitted[-1])]}
+
+    def _solve_cascade(self, questions: list[str], budgets: list[Budget], start: float) -> list[Solution]:
+        from ttsopt.search.types import split_steps
+
+        s = self._search_settings()
+        plans = [self.cascade_plan(b) for b in budgets]
+        out: list[Solution | None] = [None] * len(questions)
+        first: dict[int, tuple] = {}
+        gated = [i for i, p in enumerate(plans) if p["tau"] is not None]
+        if gated:
+            cot = self.strategies[self.keys.index("cot")]
+            results = self._run_search([questions[i] for i in gated], cot, s)
+            with self._model_lock:
+                scored = self.prm.score([(questions[i], split_steps(r[1]["candidates"][0]["text"]))
+                                         for i, r in zip(gated, results)])
+            prm_params = int(getattr(self.prm, "num_parameters", 0))
+            for i, r, sc in zip(gated, results, scored):
+                gate = float(min(sc.scores)) if len(sc.scores) else 0.0
+                check = {"prm_tokens": int(sc.tokens), "prm_flops": 2.0 * prm_params * int(sc.tokens)}
+                first[i] = (r, gate, check)
+        escalate: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            if i in first and first[i][1] >= plan["tau"]:
+                continue
+            escalate.setdefault(plan["escalate"], []).append(i)
+        second: dict[int, tuple] = {}
+        for key, members in escalate.items():
+            results = self._run_search([questions[i] for i in members], self.strategies[self.keys.index(key)], s)
+            second.update(zip(members, results))
+        for i, (q, b, plan) in enumerate(zip(questions, budgets, plans)):
+            spent = {k: 0.0 for k in ("prompt_tokens", "generated_tokens", "prm_tokens", "tokens", "policy_flops",
+                                      "prm_flops", "flops", "context_tokens")}
+            trace: dict[str, Any] = {"cascade": {"fitted_n": plan["n"], "tau": plan["tau"],
+                                                 "escalate_to": plan["escalate"]}}
+            answer, strategy = None, plan["escalate"]
+            if i in first:
+                (cot_answer, cot_trace, cot_compute), gate, check = first[i]
+                for k in spent:
+                    spent[k] += cot_compute.get(k, 0)
+                spent["prm_tokens"] += check["prm_tokens"]
+                spent["tokens"] += check["prm_tokens"]
+                spent["prm_flops"] += check["prm_flops"]
+                spent["flops"] += check["prm_flops"]
+                kept = gate >= plan["tau"]
+                trace["cascade"].update({"gate": gate, "kept_first_answer": kept})
+                trace["first"] = cot_trace
+                answer, strategy = (cot_answer, "cot") if kept else (None, strategy)
+            if i in second:
+                answer, esc_trace, esc_compute = second[i]
+                for k in spent:
+                    spent[k] += esc_compute.get(k, 0)
+                trace["escalation"] = esc_trace
+            decision = Decision(q, question_key(q), self.pair, b, strategy, plan.get("train_accuracy"), None, [], {},
+                                None, 0.0)
+            compute = {k: (int(v) if "flops" not in k else float(v)) for k, v in spent.items()}
+            out[i] = Solution(answer, decision, trace, {**compute, "probe": None},
+                              (time.perf_counter() - start) / len(questions))
+        return out  # type: ignore[return-value]
 
     def _solve_decided(self, questions, decisions, probes, start) -> list[Solution]:
         s = self._search_settings()

@@ -172,6 +172,25 @@ def synthetic_table(probe: bool = True, count: int = 40):
     return rows
 
 
+def synthetic_gates(count: int = 40):
+    """The calculator PRM's lowest step score on the scripted policy's greedy CoT of each synthetic
+    question (what ``train/cascade.py`` reads from a snapshot's stored CoTs)."""
+    import pandas as pd
+
+    from ttsopt.search import SamplingParams
+    from ttsopt.search.registry import load_prm
+    from ttsopt.search.types import split_steps
+
+    policy, prm = ScriptedPolicy(), load_prm("calc")
+    qs = questions(count)
+    gens = policy.generate([policy.format_prompt(q) for q in qs], SamplingParams(n=1, temperature=0.0,
+                                                                                  max_tokens=64, seed=0))
+    scored = prm.score([(q, split_steps(g.completions[0].text)) for q, g in zip(qs, gens)])
+    return pd.DataFrame({"policy": "scripted", "prm": "calc", "problem_id": [f"q{i}" for i in range(len(qs))],
+                         "gate": [min(s.scores) for s in scored], "gate_prm_tokens": [float(s.tokens) for s in scored],
+                         "gate_prm_flops": 0.0, "prompt_tokens": 6.0})
+
+
 def search_settings(probe: bool = True) -> dict:
     return {"scripted+calc": {**SEARCH, "probe": {"k": PROBE_K, "sweep_k": PROBE_K, "seed": PROBE_SEED} if probe
                               else None,
@@ -194,7 +213,7 @@ def tiny_artifact(probe: bool = True) -> Path:
         table = synthetic_table(probe)
         fit = fit_fixed(table, settings, FIT_PARAMS, FIT_ROUNDS)  # the real fit, without the tuning's seconds
         write_router(table, out, settings, search=search_settings(probe), fit=fit,
-                     storage=f"sqlite:///{out.parent / 'study.sqlite3'}")
+                     storage=f"sqlite:///{out.parent / 'study.sqlite3'}", gates=synthetic_gates())
         _BUILT[probe] = out
     return _BUILT[probe]
 
@@ -213,4 +232,4 @@ def tiny_router(tmp_path, *, probe: bool = True, name: str = "tiny", **options):
 
 
 __all__ = ["PROBE_K", "ScriptedPolicy", "STRATEGIES", "fake_encoder", "questions", "search_settings",
-           "synthetic_table", "tiny_artifact", "tiny_router"]
+           "synthetic_gates", "synthetic_table", "tiny_artifact", "tiny_router"]

@@ -102,13 +102,17 @@ def search_settings(folders: Sequence[str | Path], table: pd.DataFrame, settings
 
 def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, *, search: Mapping[str, Any],
                  snapshots: Sequence[str | Path] = (), storage: str | None = None,
-                 progress: Callable[[int, int], None] | None = None, fit: FitResult | None = None) -> dict[str, Any]:
+                 progress: Callable[[int, int], None] | None = None, fit: FitResult | None = None,
+                 gates: pd.DataFrame | None = None) -> dict[str, Any]:
     """Tune and fit on a training table, save the artifact under ``out``; returns its manifest.
 
     ``search`` is :func:`search_settings` (tests pass their own for a synthetic table); ``fit``, a
     model fitted already (``fit_fixed``: tests that need an artifact in a fraction of a second), skips
-    the tuning.
+    the tuning. ``gates`` (:func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
+    per pair that has them (``manifest["cascade"]``).
     """
+    from .cascade import fit_cascade
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.sqlite3').resolve()}"
@@ -126,6 +130,7 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
                           "questions": int(table["question_key"].nunique()),
                           "question_keys": sorted(table["question_key"].unique().tolist())},
         "study": storage,
+        "cascade": fit_cascade(table, gates),
     }
     save_artifact(out, fit.booster, fit.pipeline, manifest)
     return manifest
@@ -134,9 +139,11 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
 def train_router(folders: Sequence[str | Path], out: str | Path, settings: TrainSettings, *,
                  storage: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Tune (resuming the study in ``storage``), fit on every row, save the artifact; returns its manifest."""
+    from .cascade import load_gates
+
     table = load_training_table(folders, probe_k=settings.probe_k)
     return write_router(table, out, settings, search=search_settings(folders, table, settings), snapshots=folders,
-                        storage=storage, progress=progress)
+                        storage=storage, progress=progress, gates=load_gates(folders))
 
 
 __all__ = ["SEARCH_FIELDS", "catalogue", "search_settings", "train_router", "write_router"]

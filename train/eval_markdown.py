@@ -65,6 +65,45 @@ def _cell(rec: dict[str, Any] | None, gap: float | None = None) -> str:
     return f"{rec['accuracy']:.3f}{mark} ({'' if gap != gap else f'{gap:+.2f}'})"
 
 
+def _tau(tau: float | None) -> str:
+    return "no CoT" if tau is None else f"{tau:g}"
+
+
+def _cascade_markdown(report: dict[str, Any]) -> list[str]:
+    """The verify-first cascade (train/cascade.py) per pair: at each N, then on the compute axis."""
+    pairs = {n: p["cascade"] for n, p in report["pairs"].items() if "cascade" in p}
+    if not pairs:
+        return []
+    lines = ["", "### Verify first, escalate on doubt (greedy CoT checked by the pair's PRM; τ and the escalation "
+             "chosen on the training folds)", "",
+             "| pair | N | best fixed | cascade [95% CI of diff] | oracle | gap recovered | escalated | "
+             "GFLOPs/problem: best fixed → cascade | choices per fold (τ → escalation) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in pairs.items():
+        base = report["pairs"][name]["budgets"]
+        for n, b in c["budgets"].items():
+            picks = sorted({f"{_tau(q['tau'])} → {q['escalate']}" for q in b["choices"]})
+            lines.append(f"| {name} | {n} | {base[n]['best_fixed']['accuracy']:.3f} | {b['accuracy']:.3f} "
+                         f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {base[n]['oracle']['accuracy']:.3f} | "
+                         f"{b['gap_recovered']:+.2f} | {b['escalated']:.0%} | "
+                         f"{base[n]['best_fixed']['flops'] / 1e9:.0f} → {b['flops'] / 1e9:.0f} | {'; '.join(picks)} |")
+    lines += ["", "| pair | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
+              "AIQ cascade | AIQ router | AIQ per-level rule | AIQ fixed | compute × at best-fixed accuracy | "
+              "CoT accuracy: PRM finds no bad step / finds one |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in pairs.items():
+        cur, base, sm, g = c["curve"], report["pairs"][name]["curve"], c["summary"], c["gate"]
+        m = cur["compute_multiplier_at_best_fixed_accuracy"]
+        other = g["cot_accuracy_otherwise"]
+        lines.append(f"| {name} | {sm['gap_recovered_mean']:+.2f} | "
+                     f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
+                     f"{'yes' if sm['meets_issue_target'] else 'no'} | {cur['aiq']:.3f} | {base['aiq']['router']:.3f} | "
+                     f"{base['aiq']['per_level_rule']:.3f} | {base['aiq']['fixed']:.3f} | "
+                     f"{'not reached' if m is None else f'{m:.2f}'} | {g['cot_accuracy_when_top_score']:.2f} "
+                     f"({g['share_top_score']:.0%} of problems) / {'–' if other is None else f'{other:.2f}'} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The evaluation as markdown tables: the original two, then every rule, allocation, target mode and LOPO."""
     lines = [_markdown_core(report).rstrip("\n")]
@@ -72,6 +111,7 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("skipped_pairs"):
         lines += ["", f"Not evaluated (fewer than {report.get('min_problems')} complete problems; still in training): "
                   + ", ".join(report["skipped_pairs"])]
+    lines += _cascade_markdown(report)
     for name, pair in pairs.items():
         rules = list(pair["summary"])
         lines += ["", f"### {name}: every rule at each budget N (accuracy, gap recovered; ↓/↑ = 95% CI of the "

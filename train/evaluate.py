@@ -34,6 +34,7 @@ from ttsopt.search.pairs import Pair
 from ttsopt.selector.pipeline import ORACLE_COLUMNS, PROBE_FEATURES
 
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
+from .cascade import evaluate_cascade, gate_vectors, load_gates
 from .crossfit import (CrossFit, _folds_like, _with_probe_columns, cross_fit, cross_fit_nested,  # noqa: F401
                        load_probe_tables)
 from .curves import LAMBDAS, _curve_summary, _curves, _hull_range  # noqa: F401
@@ -92,6 +93,8 @@ def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
         }
     report = {"budgets": budgets, "curve": _curves(p), "brier": brier(p.pred.ravel(), p.label.ravel())}
     report.update(_extended(p, report, seed))
+    if p.extra.get("gate") is not None and "cot" in p.strategies:
+        report["cascade"] = evaluate_cascade(p, *p.extra["gate"], base=report, seed=seed)
     return report
 
 
@@ -164,14 +167,17 @@ def _extended(p: _Pair, base: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
              probe_tables: Mapping[int, pd.DataFrame] | None = None, min_problems: int = MIN_PROBLEMS,
-             lopo: bool = True, lopo_calibration: int = LOPO_CALIBRATION) -> dict[str, Any]:
+             lopo: bool = True, lopo_calibration: int = LOPO_CALIBRATION,
+             gates: pd.DataFrame | None = None) -> dict[str, Any]:
     """The whole cross-fitted evaluation as one JSON-able dict (``eval.json``).
 
     ``probe_tables`` (probe k -> the training table loaded with ``probe_k=k``) adds a router
     with probe features per k, cross-fitted on the same question folds, its probe charged to
     every budget (see :func:`_rules`). Pairs with fewer than ``min_problems`` complete problems
     train the models but are not evaluated (listed under ``skipped_pairs``). ``lopo`` adds
-    the leave-one-pair-out evaluation (:func:`leave_one_pair_out`).
+    the leave-one-pair-out evaluation (:func:`leave_one_pair_out`). ``gates`` (per problem, the PRM's
+    score of the stored CoT: :func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
+    (:mod:`.cascade`) to every pair it covers.
     """
     start = time.perf_counter()
     leaks = [c for c in ORACLE_COLUMNS if c in settings.to_dict()]
@@ -205,6 +211,8 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
     for p in pairs_data:
         p.extra["features"] = _problem_features(p, t, base)
         policy, prm = _pair_keys(t, p.name)
+        if gates is not None and len(gates):
+            p.extra["gate"] = gate_vectors(gates, policy, prm, p.extra["problem_ids"])
         for k, pt in probe_tables.items():
             per = pt[(pt["policy"] == policy) & (pt["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
             p.extra[f"probe_features_k{k}"] = per.reindex(p.extra["problem_ids"])[list(PROBE_FEATURES)].to_numpy(
@@ -314,6 +322,7 @@ def _main(argv: list[str] | None = None) -> None:
     settings = TrainSettings(trials=args.trials, folds=args.folds, seed=args.seed)
     start = time.perf_counter()
     report = evaluate(table, settings, probe_tables=probes, min_problems=args.min_problems, lopo=not args.no_lopo,
+                      gates=load_gates(args.data),
                       progress=lambda d, n: print(f"fit {d}/{n} ({time.perf_counter() - start:.0f} s)", flush=True))
     report["probe_missing"] = {str(k): v for k, v in missing.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),

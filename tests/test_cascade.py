@@ -1,0 +1,116 @@
+"""The verify-first cascade: its outcomes and compute counted by hand, choices made on training
+problems only, the fitted plan in the artifact, and the Router running it online."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import router_fixtures as rf
+
+from ttsopt.selector.router import Budget, RouterError
+from ttsopt.train.cascade import _apply, _choose, _matrices, evaluate_cascade, fit_cascade
+from ttsopt.train.eval_pairs import _Pair
+
+PARAMS = 1e6
+STRATS = ["cot", "best_of_n:n=4,agg=min,vote=prm_vote"]
+
+
+def tiny_pair() -> _Pair:
+    """Four problems: the CoT is right where the PRM finds no bad step (gate 0.5) and wrong where it
+    finds one (0.05); Best-of-4 is right on problems 1 and 3 only."""
+    label = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    tokens = np.array([[30.0, 100.0]] * 4)  # each includes a 20-token prompt
+    flops = 2 * PARAMS * np.array([[25.0, 90.0]] * 4)  # policy tokens only (the PRM is free)
+    return _Pair("x+calc", STRATS, np.array([1, 4]), label, np.zeros_like(label), tokens, flops,
+                 fold=np.array([0, 0, 1, 1]), bins=np.array(["a"] * 4), levels=np.array(["1"] * 4),
+                 policy_params=PARAMS)
+
+
+GATE = np.array([0.5, 0.05, 0.5, 0.05])
+PRM_TOKENS = np.full(4, 3.0)
+PROMPT = np.full(4, 20.0)
+
+
+def test_a_kept_cot_costs_the_cot_and_its_check_and_an_escalation_adds_the_search_without_its_prompt():
+    p = tiny_pair()
+    c = _matrices(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT)
+    t = int(np.flatnonzero(c.taus == 0.5)[0])
+    bon = 1
+    assert c.passed[:, t].tolist() == [True, False, True, False]
+    assert c.acc[:, t, bon].tolist() == [1.0, 1.0, 1.0, 1.0]
+    # kept: 30 (CoT) + 3 (PRM); escalated: 33 + 100 - 20 (the prompt is read once)
+    assert c.tokens[:, t, bon].tolist() == [33.0, 113.0, 33.0, 113.0]
+    assert c.flops[:, t, bon].tolist() == pytest.approx([2 * PARAMS * 25, 2 * PARAMS * (25 + 90 - 20)] * 2)
+    assert c.n[t, bon] == 5  # the CoT is one of the generations
+    no_gate = len(c.taus) - 1  # "no CoT first": the strategy alone, as in the fixed table
+    assert c.acc[:, no_gate, bon].tolist() == p.label[:, bon].tolist()
+    assert c.tokens[:, no_gate, bon].tolist() == [100.0] * 4
+
+
+def test_choices_come_from_the_training_folds_and_apply_to_the_test_fold():
+    p = tiny_pair()
+    c = _matrices(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT)
+    seen = []
+
+    def choose(train):
+        seen.append(sorted(train.tolist()))
+        return _choose(c, train, np.ones_like(c.n, dtype=bool))
+
+    acc, tokens, _, picks, escalated = _apply(c, p, choose)
+    assert seen == [[2, 3], [0, 1]]  # fold 0's choice saw only fold 1's problems and vice versa
+    assert acc.tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert escalated.tolist() == [False, True, False, True]
+    assert all(q == {"tau": 0.5, "escalate": STRATS[1]} for q in picks)
+
+
+def test_at_a_budget_where_the_cascade_does_not_fit_it_is_the_best_fixed_strategy():
+    p = tiny_pair()
+    base = {"budgets": {"1": {"oracle": {"accuracy": 0.5}}, "4": {"oracle": {"accuracy": 1.0}},
+                        "8": {"oracle": {"accuracy": 1.0}}},
+            "curve": {"router": [{"flops": 5e7, "accuracy": 0.5}], "per_level_rule": [{"flops": 5e7, "accuracy": 0.5}],
+                      "fixed": [{"strategy": s, "flops": float(p.flops[:, i].mean()),
+                                 "accuracy": float(p.label[:, i].mean())} for i, s in enumerate(STRATS)]}}
+    out = evaluate_cascade(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT, base=base)
+    assert out["budgets"]["1"]["accuracy"] == 0.5  # N = 1: only the CoT fits
+    assert out["budgets"]["4"]["choices"][0]["tau"] is None  # CoT + Best-of-4 is 5 generations
+    assert out["budgets"]["8"]["accuracy"] == 1.0 and out["budgets"]["8"]["escalated"] == 0.5
+    assert out["gate"]["cot_accuracy_when_top_score"] == 1.0 and out["gate"]["cot_accuracy_otherwise"] == 0.0
+
+
+def test_the_artifact_carries_the_cascade_fitted_on_every_training_problem():
+    table = rf.synthetic_table(probe=False)
+    fitted = fit_cascade(table, rf.synthetic_gates())
+    plan = fitted["scripted+calc"]["budgets"]
+    assert set(plan) >= {"1", "2", "4", "8", "16"}
+    assert plan["1"]["tau"] is None and plan["1"]["escalate"] == "cot"
+    assert fit_cascade(table, None) == {}
+
+
+def test_the_router_keeps_a_verified_cot_and_escalates_a_doubted_one(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    fitted = router.cascade["budgets"]
+    assert router.cascade_plan(Budget(n=12))["n"] == 8  # the largest fitted N within the budget
+    # a plan with a gate, set here (the synthetic labels favour no gate): the mechanics under test
+    fitted["8"] = {"tau": 0.5, "escalate": "majority:n=4", "train_accuracy": 0.6}
+    plan = router.cascade_plan(Budget(n=8))
+    easy, hard = "What is 12 + 30?", "What is 21 + 4 * 6?"  # the scripted greedy CoT of the second is wrong
+    kept, escalated = router.solve_many([easy, hard], Budget(n=8), cascade=True)
+    assert kept.trace["cascade"]["kept_first_answer"] is True and kept.answer == "42"
+    assert kept.decision.strategy == "cot" and "escalation" not in kept.trace
+    # what it spent: the CoT's tokens and the PRM's check of them, nothing else
+    assert kept.compute["generated_tokens"] == len(kept.trace["first"]["candidates"][0]["text"].split())
+    assert kept.compute["prm_tokens"] > 0
+    assert escalated.trace["cascade"]["kept_first_answer"] is False
+    assert escalated.trace["cascade"]["gate"] < plan["tau"]  # the PRM found the wrong step
+    assert escalated.decision.strategy == plan["escalate"] and "escalation" in escalated.trace
+    assert escalated.trace["escalation"]["strategy"] == "majority:n=4" and escalated.answer is not None
+    assert escalated.compute["tokens"] > kept.compute["tokens"]
+
+
+def test_the_cascade_takes_a_budget_of_generations_and_a_router_that_has_one(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    with pytest.raises(RouterError, match="per budget N"):
+        router.solve("What is 2 + 2?", Budget(tokens=500), cascade=True)
+    router.artifact.manifest.pop("cascade")
+    with pytest.raises(RouterError, match="no cascade"):
+        router.solve("What is 2 + 2?", Budget(n=4), cascade=True)

@@ -1,0 +1,261 @@
+"""Verify first, escalate on doubt: the greedy chain of thought, checked by the pair's PRM, then a
+search only where the check fails.
+
+Why this rule: a plain router chooses a method for every problem at the same N, and on the arith
+snapshots most of the best-fixed → oracle gap at fixed N is label noise it cannot learn. What can
+be learned is *how much to spend on which problem*, and the cheapest honest signal of that is the
+pair's own verifier on the cheapest answer: on ``arith-router`` the greedy CoT is wrong on (almost)
+every problem where the calculator PRM finds a bad step, and right on most where it finds none.
+So the cascade runs CoT, scores it with the PRM, keeps the answer when its lowest step score is at
+least τ, and otherwise runs a search S with the rest of the budget.
+
+Everything the cascade chooses (τ and S, per budget or per compute price λ) is chosen on the
+training folds' problems, where the gate and the labels are known; it is then applied to the test
+fold's problems, whose only input is their own gate score. The option "no gate" (run S alone, no
+CoT) is always among the choices, so the cascade family contains every fixed strategy.
+
+Compute is the one measure of docs/architecture.md (tokens a KV-caching engine processes, FLOPs =
+2 × parameters × tokens per model): the CoT's tokens, the PRM's tokens on it, and, on escalation,
+S's tokens without its prompt, which the engine already holds from the CoT. At budget N
+(generations) the cascade keeps S with n <= N - 1: the CoT is one of the N.
+
+Gate scores come from scoring each problem's stored CoT with the pair's PRM
+(:func:`cot_gates`); that is free for a PRM without parameters (calc). A PRM with weights would
+have to be loaded and run over the snapshot's CoTs, which this module refuses unless asked
+(``score_models=True``): pairs without gate scores get no cascade row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .eval_pairs import BUDGETS, _Pair
+from .metrics import compute_multiplier, gap_recovered, hull_area, paired_bootstrap
+
+#: Compute prices (per expected token) at which the cascade's choice is traced on the compute axis.
+CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1.0)
+_NO_GATE = float("inf")  # τ that no score reaches: run S alone, without the CoT
+
+
+def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame:
+    """Per (policy, PRM, problem): the PRM's step scores on the stored greedy CoT, reduced to their
+    minimum (``gate``), with the PRM's tokens and FLOPs and the CoT's prompt tokens.
+
+    The CoT of a pair is the policy's greedy answer (it does not depend on the PRM), so each
+    pair's PRM scores the same text the router would score online. PRMs with parameters are
+    skipped unless ``score_models`` (they would be loaded and run here).
+    """
+    from ttsopt.search.registry import load_prm
+    from ttsopt.search.types import split_steps
+
+    from .snapshot import read_manifest, read_table
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    params = {k.split(":", 1)[1]: json.loads(v.split(" ", 1)[1]).get("num_parameters")
+              for k, v in manifest.get("models", {}).items() if k.startswith("prm:")}
+    out = read_table(folder, "outcomes")
+    cot = out[out["method"] == "cot"].drop_duplicates(["policy", "prm", "problem_id"])
+    questions = dict(pd.read_parquet(folder / "problems.parquet", columns=["problem_id", "question"]).itertuples(
+        index=False))
+    rows = []
+    for prm_name, g in cot.groupby("prm", sort=False):
+        n_params = params.get(prm_name)
+        if not prm_name or n_params is None or (n_params > 0 and not score_models):
+            continue
+        prm = load_prm(prm_name)
+        texts = [json.loads(c)[0]["text"] for c in g["candidates"]]
+        scored = prm.score([(questions[pid], split_steps(t)) for pid, t in zip(g["problem_id"], texts)])
+        for r, s in zip(g.itertuples(index=False), scored):
+            rows.append({"policy": r.policy, "prm": r.prm, "problem_id": r.problem_id,
+                         "gate": float(min(s.scores)) if len(s.scores) else 0.0,
+                         "gate_prm_tokens": float(s.tokens), "gate_prm_flops": 2.0 * float(n_params) * s.tokens,
+                         "prompt_tokens": float(r.policy_prompt_tokens)})
+    return pd.DataFrame(rows, columns=["policy", "prm", "problem_id", "gate", "gate_prm_tokens", "gate_prm_flops",
+                                       "prompt_tokens"])
+
+
+def load_gates(folders: Sequence[str | Path], *, score_models: bool = False) -> pd.DataFrame:
+    frames = [cot_gates(f, score_models=score_models) for f in folders]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass
+class _Cascade:
+    """A pair's cascade matrices: per problem and option (τ, S), the outcome, tokens and FLOPs."""
+
+    taus: np.ndarray  # (T,) thresholds, the last is _NO_GATE
+    acc: np.ndarray  # (P, T, S)
+    tokens: np.ndarray
+    flops: np.ndarray
+    n: np.ndarray  # (T, S) generations per problem at most: S.n, +1 when a CoT runs first
+    passed: np.ndarray  # (P, T) the CoT is kept
+
+
+def _matrices(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
+              prompt: np.ndarray) -> _Cascade:
+    cot = p.strategies.index("cot")
+    taus = np.array([*np.unique(gate), _NO_GATE])  # candidate thresholds: online values, no labels
+    passed = gate[:, None] >= taus[None, :]  # (P, T)
+    passed[:, -1] = False
+    prompt_flops = 2.0 * p.policy_params * prompt
+    first_t = p.tokens[:, cot] + prm_tokens
+    first_f = p.flops[:, cot] + prm_flops
+    gated = np.arange(len(taus)) < len(taus) - 1  # a CoT runs first
+    esc_t = p.tokens - prompt[:, None]  # S after the CoT: its prompt is already processed
+    esc_f = p.flops - prompt_flops[:, None]
+    P, T, S = len(gate), len(taus), len(p.strategies)
+    acc = np.where(passed[:, :, None], p.label[:, cot][:, None, None], p.label[:, None, :])
+    tokens = np.where(passed[:, :, None], first_t[:, None, None],
+                      np.where(gated[None, :, None], first_t[:, None, None] + esc_t[:, None, :], p.tokens[:, None, :]))
+    flops = np.where(passed[:, :, None], first_f[:, None, None],
+                     np.where(gated[None, :, None], first_f[:, None, None] + esc_f[:, None, :], p.flops[:, None, :]))
+    n = np.where(gated[:, None], p.n[None, :] + 1, p.n[None, :])
+    assert acc.shape == (P, T, S)
+    return _Cascade(taus, acc, tokens, flops, n, passed)
+
+
+def _choose(c: _Cascade, rows: np.ndarray, allowed: np.ndarray, lam: float = 0.0) -> tuple[int, int]:
+    """The (τ, S) with the best mean accuracy − λ·tokens on ``rows`` among ``allowed`` (T, S); ties to cheaper."""
+    score = c.acc[rows].mean(axis=0) - lam * c.tokens[rows].mean(axis=0)
+    cost = c.tokens[rows].mean(axis=0)
+    score = np.where(allowed, score, -np.inf)
+    best = score.max()
+    tied = score >= best - 1e-12
+    t, s = np.unravel_index(np.where(tied, cost, np.inf).argmin(), score.shape)
+    return int(t), int(s)
+
+
+def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray]:
+    """Cross-fitted: each fold's (τ, S) from ``choose(train_rows)``, applied to that fold's problems."""
+    idx = np.arange(len(p.fold))
+    acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
+    picks = []
+    for f in np.unique(p.fold):
+        train, test = idx[p.fold != f], idx[p.fold == f]
+        t, s = choose(train)
+        acc[test], tok[test], fl[test] = c.acc[test, t, s], c.tokens[test, t, s], c.flops[test, t, s]
+        esc[test] = ~c.passed[test, t]
+        picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s]})
+    return acc, tok, fl, picks, esc
+
+
+def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
+                     prompt: np.ndarray, *, base: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The cascade per budget N (beside ``base``'s best fixed and oracle) and on the compute axis."""
+    if "cot" not in p.strategies:
+        raise ValueError(f"{p.name}: the cascade needs the CoT strategy in the catalogue")
+    c = _matrices(p, gate, prm_tokens, prm_flops, prompt)
+    from .rules import _allowed, _best_fixed_vector
+
+    budgets, gaps, worst_hi = {}, [], np.inf
+    for budget in BUDGETS:
+        b = base["budgets"].get(str(budget))
+        if b is None:
+            continue
+        allowed = c.n <= budget
+        acc, tok, fl, picks, esc = _apply(c, p, lambda tr: _choose(c, tr, allowed))
+        fixed = _best_fixed_vector(p, _allowed(p, budget, 0))
+        ci = paired_bootstrap(acc, fixed, seed=seed)
+        gap = gap_recovered(float(acc.mean()), float(fixed.mean()), b["oracle"]["accuracy"])
+        budgets[str(budget)] = {"accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
+                                "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"], "gap_recovered": gap,
+                                "escalated": float(esc.mean()), "choices": picks}
+        if gap == gap:
+            gaps.append(gap)
+        worst_hi = min(worst_hi, ci["hi"])
+    points = []
+    everything = np.ones_like(c.n, dtype=bool)
+    for lam in CASCADE_LAMBDAS:
+        acc, tok, fl, picks, esc = _apply(c, p, lambda tr: _choose(c, tr, everything, lam))
+        points.append({"lambda": lam, "accuracy": float(acc.mean()), "flops": float(fl.mean()),
+                       "tokens": float(tok.mean()), "escalated": float(esc.mean()), "choices": picks})
+    curve = base["curve"]
+    from .curves import _hull_range
+
+    lo, hi = _hull_range(curve)
+    fixed_pts = curve["fixed"]
+    best_fixed = max(fixed_pts, key=lambda q: (q["accuracy"], -q["flops"]))
+    reach = [q for q in points if q["accuracy"] >= best_fixed["accuracy"] - 1e-12]
+    best = max(points, key=lambda q: (q["accuracy"], -q["flops"]))
+    mean_gap = float(np.mean(gaps)) if gaps else None
+    verified = gate >= np.unique(gate)[-1]
+    return {
+        "budgets": budgets,
+        "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
+                    "meets_issue_target": bool(mean_gap is not None and mean_gap >= 0.3 and worst_hi >= 0)},
+        "curve": {"points": points,
+                  "aiq": hull_area([q["flops"] for q in points], [q["accuracy"] for q in points], lo=lo, hi=hi),
+                  "compute_multiplier_at_best_fixed_accuracy": (best_fixed["flops"] / min(q["flops"] for q in reach))
+                  if reach else None,
+                  "compute_multiplier": compute_multiplier(best["accuracy"], best["flops"],
+                                                           [q["flops"] for q in fixed_pts],
+                                                           [q["accuracy"] for q in fixed_pts])},
+        "gate": {"cot_accuracy_when_top_score": float(p.label[verified, p.strategies.index("cot")].mean()),
+                 "cot_accuracy_otherwise": float(p.label[~verified, p.strategies.index("cot")].mean())
+                 if (~verified).any() else None,
+                 "share_top_score": float(verified.mean()),
+                 "scores": {f"{v:g}": int((gate == v).sum()) for v in np.unique(gate)[:20]}},
+    }
+
+
+def gate_vectors(gates: pd.DataFrame, policy: str, prm: str, problem_ids: Sequence[str]):
+    """The pair's gate columns in ``problem_ids`` order, or None when any problem lacks one."""
+    g = gates[(gates["policy"] == policy) & (gates["prm"] == prm)].drop_duplicates("problem_id")
+    g = g.set_index("problem_id").reindex(list(problem_ids))
+    if g.empty or g["gate"].isna().any():
+        return None
+    return tuple(g[c].to_numpy(dtype=float) for c in ("gate", "gate_prm_tokens", "gate_prm_flops", "prompt_tokens"))
+
+
+
+
+def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, Any]:
+    """Per pair with gate scores, the cascade fitted on every training problem: for each budget N,
+    the threshold τ (None: no CoT first) and the escalation strategy, with their training accuracy
+    and mean compute (``manifest["cascade"]``; the Router runs it online, :meth:`Router.solve_many`)."""
+    from .eval_pairs import _pair_keys, _pairs
+
+    if gates is None or not len(gates):
+        return {}
+    t = table.assign(pred=0.0, fold=0, **{c: "" for c in ("difficulty", "level") if c not in table})
+    out: dict[str, Any] = {}
+    for p in _pairs(t):
+        if "cot" not in p.strategies:
+            continue
+        policy, prm = _pair_keys(t, p.name)
+        vec = gate_vectors(gates, policy, prm, p.extra["problem_ids"])
+        if vec is None:
+            continue
+        c = _matrices(p, *vec)
+        rows = np.arange(len(p.fold))
+        budgets = {}
+        for budget in sorted({int(x) for x in p.n} | set(BUDGETS)):
+            allowed = c.n <= budget
+            if not allowed.any():
+                continue
+            ti, si = _choose(c, rows, allowed)
+            budgets[str(budget)] = {"tau": None if not np.isfinite(c.taus[ti]) else float(c.taus[ti]),
+                                    "escalate": p.strategies[si],
+                                    "train_accuracy": float(c.acc[:, ti, si].mean()),
+                                    "tokens": float(c.tokens[:, ti, si].mean()),
+                                    "flops": float(c.flops[:, ti, si].mean()),
+                                    "escalated": float((~c.passed[:, ti]).mean())}
+        out[p.name] = {"gate": "min step score of the greedy CoT", "problems": len(rows), "budgets": budgets}
+    return out
+
+
+def cascade_plan(entry: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """The fitted choice for a budget of ``n`` generations: that of the largest fitted N <= n."""
+    fitted = sorted(int(k) for k in entry.get("budgets", {}) if int(k) <= n)
+    return entry["budgets"][str(fitted[-1])] if fitted else None
+
+
+__all__ = ["CASCADE_LAMBDAS", "cascade_plan", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+           "load_gates"]
