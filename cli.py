@@ -543,7 +543,7 @@ def evaluate(
 def _online(solve: bool, question: Optional[str], router: Path, budget: Optional[int], tokens: Optional[float],
             flops: Optional[float], target: Optional[float], pair: Optional[str], engine: Optional[str], device: str,
             policy: Optional[str], prm: Optional[str], file: Optional[Path], out: Optional[Path], batch: int,
-            resume: bool, as_json: bool, seed: int, trust_models: bool = False) -> None:
+            resume: bool, as_json: bool, seed: int, trust_models: bool = False, cascade: bool = False) -> None:
     """What `route` and `solve` share: the budget, the router, one question or a file of them."""
     from ttsopt.selector.route_io import (QuestionFileError, decision_summary, decision_table, read_questions,
                                           run_file, todo_rows)
@@ -557,6 +557,8 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
 
     if (question is None) == (file is None):
         fail("give one question, or --file FILE.jsonl (not both)")
+    if cascade and not solve:
+        fail("--cascade runs the CoT and its check before it chooses: use `ttsopt solve --cascade`")
     if file is not None and out is None:
         fail("--file needs --out (the decisions' JSONL file)")
     try:
@@ -575,7 +577,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
         if rows is None:
             r.warm(models=solve)  # so that the decision's time shown is a decision's, not the models' loading
             if solve:
-                solution = r.solve(question, bound)
+                solution = r.solve(question, bound, cascade=cascade)
                 decision = solution.decision
             else:
                 decision = r.route(question, bound)
@@ -585,7 +587,8 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=con) as bar:
                 task = bar.add_task("solving" if solve else "routing", total=len(rows))
-                run_file(r, rows, out, bound, solve=solve, batch=batch, progress=lambda k: bar.advance(task, k))
+                run_file(r, rows, out, bound, solve=solve, batch=batch, progress=lambda k: bar.advance(task, k),
+                         cascade=cascade)
     except RouterError as e:
         fail(str(e))
     if rows is not None:
@@ -647,9 +650,11 @@ def _online_command(solve: bool, batch_default: int, batch_help: str, json_help:
         seed: int = typer.Option(0, help="seed of the probe and search calls"),
         trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
                                           "trained models' (you vouch they are the same weights)"),
+        cascade: bool = typer.Option(False, help="solve only: verify first (the greedy CoT, checked by the PRM, "
+                                     "escalated to the fitted search where the check fails; needs --budget N)"),
     ) -> None:
         _online(solve, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
-                batch, resume, as_json, seed, trust_models)
+                batch, resume, as_json, seed, trust_models, cascade)
 
     command.__name__ = command.__qualname__ = "solve" if solve else "route"
     command.__doc__ = doc

@@ -114,3 +114,14 @@ def test_the_cascade_takes_a_budget_of_generations_and_a_router_that_has_one(tmp
     router.artifact.manifest.pop("cascade")
     with pytest.raises(RouterError, match="no cascade"):
         router.solve("What is 2 + 2?", Budget(n=4), cascade=True)
+
+
+def test_route_refuses_the_cascade_flag_it_cannot_honour(tmp_path):
+    from typer.testing import CliRunner
+
+    from ttsopt.cli import app
+
+    result = CliRunner().invoke(app, ["route", "What is 2 + 2?", "--router", str(tmp_path), "--budget", "4",
+                                      "--cascade"])
+    assert result.exit_code == 2
+    assert "ttsopt solve --cascade" in " ".join(result.output.split())  # rich wraps lines
