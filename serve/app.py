@@ -124,7 +124,8 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
             questions = [q for q, _ in payloads]
             budgets = [b for _, b in payloads]
             same = all(b == budgets[0] for b in budgets)
-            return router.solve_many(questions, budgets[0] if same else budgets)
+            cascade = {"cascade": True} if key[1:] == ("cascade",) else {}
+            return router.solve_many(questions, budgets[0] if same else budgets, **cascade)
         return router.route_many(list(payloads), key[1])
 
     batcher = MicroBatcher(run, window_s=settings.batch_window_s, max_batch=settings.max_batch,
@@ -158,9 +159,13 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         if refusal is not None:
             raise RequestError(refusal)
 
-    async def compute(request, op: str, questions: list[str], budget):
+    async def compute(request, op: str, questions: list[str], budget, cascade: bool = False):
         """Submit the questions and wait for them, or for the client to leave (then None)."""
-        key, payloads = (("solve",), [(q, budget) for q in questions]) if op == "solve" else \
+        if cascade and op != "solve":
+            raise RequestError("cascade=true runs the CoT and its check before choosing: use /v1/solve or "
+                               "/v1/chat/completions")
+        solve_key = ("solve", "cascade") if cascade else ("solve",)
+        key, payloads = (solve_key, [(q, budget) for q in questions]) if op == "solve" else \
             (("route", budget), list(questions))
         try:
             futures = batcher.submit(key, payloads)
@@ -193,7 +198,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         questions, single = _questions(body)
         check_questions(questions)
         budget = budget_of(body, settings)
-        return await compute(request, op, questions, budget), single
+        return await compute(request, op, questions, budget, body.cascade), single
 
     def answer_errors(handler):
         """Turn this module's refusals and failures into the OpenAI error shape."""
@@ -245,7 +250,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         question = question_of(body.messages)
         check_questions([question])
         budget = budget_of(body, settings)
-        outcomes = await compute(request, "solve", [question], budget)
+        outcomes = await compute(request, "solve", [question], budget, body.cascade)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         solution, info = outcomes[0]

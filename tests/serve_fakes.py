@@ -88,9 +88,9 @@ class FakeRouter:
         self._enter("route", questions, budget)
         return [FakeDecision(q, budget) for q in questions]
 
-    def solve_many(self, questions, budget):
+    def solve_many(self, questions, budget, cascade: bool = False):
         """``budget``: one for all, or one per question (as Router.solve_many)."""
-        self._enter("solve", questions, budget)
+        self._enter("solve+cascade" if cascade else "solve", questions, budget)
         budgets = [budget] * len(questions) if isinstance(budget, Budget) else list(budget)
         assert len(budgets) == len(questions)
         out = []

@@ -384,3 +384,20 @@ def test_the_serve_command_refuses_bad_settings_and_a_missing_router_before_bind
     assert bad.exit_code == 2 and "max_questions must be a positive integer" in bad.output
     missing = CliRunner().invoke(app, ["serve", "--router", str(tmp_path / "nope"), "--no-warmup"])
     assert missing.exit_code == 2 and "error" in missing.output
+
+
+def test_cascade_true_solves_through_the_cascade_in_its_own_batches(router):
+    app = create_app(router, batch_window_ms=200)
+    bodies = [_chat_body("What is 1 + 1?", budget=8, cascade=True), _chat_body("What is 2 + 2?", budget=8)]
+    responses = _concurrently(app, bodies)
+    assert [r.status_code for r in responses] == [200, 200]
+    assert sorted((op, tuple(qs)) for op, qs, _ in router.calls) == [("solve", ("What is 2 + 2?",)),
+                                                                   ("solve+cascade", ("What is 1 + 1?",))]
+
+
+def test_cascade_on_route_is_a_400(router):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(router)) as client:
+        r = client.post("/v1/route", json={"question": "What is 1 + 1?", "budget": 4, "cascade": True})
+    assert r.status_code == 400 and "/v1/solve" in r.json()["error"]["message"]
