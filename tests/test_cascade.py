@@ -74,7 +74,8 @@ def test_at_a_budget_where_the_cascade_does_not_fit_it_is_the_best_fixed_strateg
     assert out["budgets"]["1"]["accuracy"] == 0.5  # N = 1: only the CoT fits
     assert out["budgets"]["4"]["choices"][0]["tau"] is None  # CoT + Best-of-4 is 5 generations
     assert out["budgets"]["8"]["accuracy"] == 1.0 and out["budgets"]["8"]["escalated"] == 0.5
-    assert out["gate"]["cot_accuracy_when_top_score"] == 1.0 and out["gate"]["cot_accuracy_otherwise"] == 0.0
+    assert out["gate"]["by_score"] == {"0.05": {"problems": 2, "cot_accuracy": 0.0},
+                                       "0.5": {"problems": 2, "cot_accuracy": 1.0}}
 
 
 def test_the_artifact_carries_the_cascade_fitted_on_every_training_problem():

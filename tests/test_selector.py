@@ -106,3 +106,18 @@ def test_the_artifact_round_trips_and_a_tampered_one_is_refused(snapshot, tmp_pa
     with pytest.raises(ArtifactError, match="schema"):
         load_artifact(out)
     assert not list(out.glob("*.pkl")) and not list(out.glob("*.pickle"))
+
+
+def test_gate_scores_are_the_prm_on_each_stored_cot_and_fit_a_cascade_plan(snapshot):
+    from ttsopt.train.cascade import cot_gates, fit_cascade
+
+    # this sweep's "calc" was a 10-parameter stand-in: a PRM with weights is not run unless asked
+    assert cot_gates(snapshot).empty
+    gates = cot_gates(snapshot, score_models=True)
+    table = load_training_table([snapshot])
+    assert sorted(gates["problem_id"]) == sorted(table["problem_id"].unique())
+    assert gates["gate"].between(0, 1).all() and (gates["prompt_tokens"] > 0).all()
+    assert (gates["gate_prm_flops"] == 2 * 10 * gates["gate_prm_tokens"]).all()  # charged by its parameters
+    plan = fit_cascade(table, gates)["levels+calc"]["budgets"]
+    assert plan["1"]["tau"] is None  # at N = 1 a CoT and a search do not fit: one strategy alone
+    assert all(0.0 <= b["train_accuracy"] <= 1.0 for b in plan.values())

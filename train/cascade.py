@@ -67,6 +67,9 @@ def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame
     rows = []
     for prm_name, g in cot.groupby("prm", sort=False):
         n_params = params.get(prm_name)
+        if n_params is None:  # not in the manifest: read back from the FLOPs its scoring was charged
+            scored = out[(out["prm"] == prm_name) & (out["prm_tokens"] > 0)]
+            n_params = round(float((scored["prm_flops"] / scored["prm_tokens"] / 2).median())) if len(scored) else None
         if not prm_name or n_params is None or (n_params > 0 and not score_models):
             continue
         prm = load_prm(prm_name)
@@ -185,7 +188,9 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
     reach = [q for q in points if q["accuracy"] >= best_fixed["accuracy"] - 1e-12]
     best = max(points, key=lambda q: (q["accuracy"], -q["flops"]))
     mean_gap = float(np.mean(gaps)) if gaps else None
-    verified = gate >= np.unique(gate)[-1]
+    cot = p.label[:, p.strategies.index("cot")]
+    by_score = {f"{v:g}": {"problems": int((gate == v).sum()), "cot_accuracy": float(cot[gate == v].mean())}
+                for v in np.unique(gate)[:20]}
     return {
         "budgets": budgets,
         "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
@@ -197,11 +202,7 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   "compute_multiplier": compute_multiplier(best["accuracy"], best["flops"],
                                                            [q["flops"] for q in fixed_pts],
                                                            [q["accuracy"] for q in fixed_pts])},
-        "gate": {"cot_accuracy_when_top_score": float(p.label[verified, p.strategies.index("cot")].mean()),
-                 "cot_accuracy_otherwise": float(p.label[~verified, p.strategies.index("cot")].mean())
-                 if (~verified).any() else None,
-                 "share_top_score": float(verified.mean()),
-                 "scores": {f"{v:g}": int((gate == v).sum()) for v in np.unique(gate)[:20]}},
+        "gate": {"by_score": by_score},
     }
 
 

@@ -89,18 +89,17 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
                          f"{base[n]['best_fixed']['flops'] / 1e9:.0f} → {b['flops'] / 1e9:.0f} | {'; '.join(picks)} |")
     lines += ["", "| pair | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
               "AIQ cascade | AIQ router | AIQ per-level rule | AIQ fixed | compute × at best-fixed accuracy | "
-              "CoT accuracy: PRM finds no bad step / finds one |",
+              "CoT accuracy by the PRM's lowest step score (problems) |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in pairs.items():
         cur, base, sm, g = c["curve"], report["pairs"][name]["curve"], c["summary"], c["gate"]
         m = cur["compute_multiplier_at_best_fixed_accuracy"]
-        other = g["cot_accuracy_otherwise"]
+        gate_cells = "; ".join(f"{v}: {q['cot_accuracy']:.2f} ({q['problems']})" for v, q in g["by_score"].items())
         lines.append(f"| {name} | {sm['gap_recovered_mean']:+.2f} | "
                      f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
                      f"{'yes' if sm['meets_issue_target'] else 'no'} | {cur['aiq']:.3f} | {base['aiq']['router']:.3f} | "
                      f"{base['aiq']['per_level_rule']:.3f} | {base['aiq']['fixed']:.3f} | "
-                     f"{'not reached' if m is None else f'{m:.2f}'} | {g['cot_accuracy_when_top_score']:.2f} "
-                     f"({g['share_top_score']:.0%} of problems) / {'–' if other is None else f'{other:.2f}'} |")
+                     f"{'not reached' if m is None else f'{m:.2f}'} | {gate_cells} |")
     return lines
 
 
