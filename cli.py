@@ -543,7 +543,7 @@ def evaluate(
 def _online(solve: bool, question: Optional[str], router: Path, budget: Optional[int], tokens: Optional[float],
             flops: Optional[float], target: Optional[float], pair: Optional[str], engine: Optional[str], device: str,
             policy: Optional[str], prm: Optional[str], file: Optional[Path], out: Optional[Path], batch: int,
-            resume: bool, as_json: bool, seed: int, trust_models: bool = False, cascade: bool = False) -> None:
+            resume: bool, as_json: bool, seed: int, trust_models: bool = False, cascade: Optional[str] = None) -> None:
     """What `route` and `solve` share: the budget, the router, one question or a file of them."""
     from ttsopt.selector.route_io import (QuestionFileError, decision_summary, decision_table, read_questions,
                                           run_file, todo_rows)
@@ -577,7 +577,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
         if rows is None:
             r.warm(models=solve)  # so that the decision's time shown is a decision's, not the models' loading
             if solve:
-                solution = r.solve(question, bound, cascade=cascade)
+                solution = r.solve(question, bound, cascade=cascade or False)
                 decision = solution.decision
             else:
                 decision = r.route(question, bound)
@@ -588,7 +588,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
                           console=con) as bar:
                 task = bar.add_task("solving" if solve else "routing", total=len(rows))
                 run_file(r, rows, out, bound, solve=solve, batch=batch, progress=lambda k: bar.advance(task, k),
-                         cascade=cascade)
+                         cascade=cascade or False)
     except RouterError as e:
         fail(str(e))
     if rows is not None:
@@ -650,8 +650,9 @@ def _online_command(solve: bool, batch_default: int, batch_help: str, json_help:
         seed: int = typer.Option(0, help="seed of the probe and search calls"),
         trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
                                           "trained models' (you vouch they are the same weights)"),
-        cascade: bool = typer.Option(False, help="solve only: verify first (the greedy CoT, checked by the PRM, "
-                                     "escalated to the fitted search where the check fails; needs --budget N)"),
+        cascade: Optional[str] = typer.Option(None, help="solve only: verify first (the greedy CoT, checked by the "
+                                              "PRM); where the check fails, `router` routes within the N - 1 left, "
+                                              "`fitted` runs the search fitted for N; needs --budget N"),
     ) -> None:
         _online(solve, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
                 batch, resume, as_json, seed, trust_models, cascade)

@@ -88,7 +88,7 @@ def todo_rows(rows: Sequence[dict[str, Any]], out: str | Path, resume: bool) -> 
 
 
 def run_file(router: Any, rows: Sequence[dict[str, Any]], out: str | Path, budget: Any, *, solve: bool,
-             batch: int = 16, progress: Callable[[int], None] | None = None, cascade: bool = False) -> int:
+             batch: int = 16, progress: Callable[[int], None] | None = None, cascade: bool | str = False) -> int:
     """Route (or solve) ``rows`` in batches, appending one JSON line per question to ``out`` after each batch."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -99,7 +99,7 @@ def run_file(router: Any, rows: Sequence[dict[str, Any]], out: str | Path, budge
         part = rows[start:start + batch]
         questions = [r["question"] for r in part]
         if solve:
-            records = [s.to_dict() for s in router.solve_many(questions, budget, **({"cascade": True} if cascade else {}))]
+            records = [s.to_dict() for s in router.solve_many(questions, budget, **({"cascade": cascade} if cascade else {}))]
         else:
             records = [d.to_dict() for d in router.route_many(questions, budget)]
         lines = []

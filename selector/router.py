@@ -65,6 +65,8 @@ from .rows import RAW_EMB_PREFIX, candidate_frame, text_matrix
 
 #: Methods whose N samples are i.i.d. draws of one pool, so a probe's samples can be among them.
 REUSING_METHODS = ("majority", "best_of_n")
+#: How the cascade escalates a CoT its PRM doubts: the router decides, or the strategy fitted per budget.
+CASCADE_MODES = ("router", "fitted")
 #: Raw embeddings kept in memory per router (questions repeat in production traffic).
 EMBEDDING_CACHE_SIZE = 4096
 _BACKEND_PREFIX = re.compile(r"^(?:llamacpp|hf|vllm|openai|judge):")
@@ -678,21 +680,24 @@ class Router:
 
     # -- solving ------------------------------------------------------------------------
 
-    def solve(self, question: str, budget: Budget, *, cascade: bool = False) -> Solution:
+    def solve(self, question: str, budget: Budget, *, cascade: bool | str = False) -> Solution:
         """Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the
         trace and the compute actually spent (the probe's included). ``cascade``: verify first (see
         :meth:`solve_many`)."""
         return self.solve_many([question], budget, cascade=cascade)[0]
 
     def solve_many(self, questions: Sequence[str], budget: Budget | Sequence[Budget], *,
-                   cascade: bool = False) -> list[Solution]:
+                   cascade: bool | str = False) -> list[Solution]:
         """Route and solve many questions; questions whose chosen strategies coincide run as one batched
         search call. ``budget`` is one for all or one per question.
 
-        ``cascade=True`` runs the verify-first cascade fitted at training time
-        (``manifest["cascade"]``, :mod:`ttsopt.train.cascade`) instead of the model's argmax: the
-        greedy CoT, scored by the PRM; kept when its lowest step score reaches the fitted τ, otherwise
-        the fitted escalation search. It is fitted per budget N, so it takes a budget of ``n``.
+        ``cascade`` runs the verify-first cascade fitted at training time (``manifest["cascade"]``,
+        :mod:`ttsopt.train.cascade`) instead of the model's argmax: the greedy CoT, scored by the
+        PRM, kept when its lowest step score reaches the fitted τ. Where it does not,
+        ``"router"`` (or ``True``) routes the question within the N - 1 generations left and runs
+        the choice only if its predicted accuracy beats keeping the CoT (the CoT's training accuracy
+        where its check failed); ``"fitted"`` runs the escalation strategy fitted for the budget.
+        It is fitted per budget N, so it takes a budget of ``n``.
         """
         questions = _check_questions(questions)
         if not questions:
@@ -702,7 +707,10 @@ class Router:
             raise RouterError(f"{len(budgets)} budgets for {len(questions)} questions")
         start = time.perf_counter()
         if cascade:
-            return self._solve_cascade(questions, [self._check_budget(b) for b in budgets], start)
+            mode = "router" if cascade is True else cascade
+            if mode not in CASCADE_MODES:
+                raise RouterError(f"cascade must be True or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
+            return self._solve_cascade(questions, [self._check_budget(b) for b in budgets], start, mode)
         decisions: list[Decision | None] = [None] * len(questions)
         probes: list[_Probe | None] = [None] * len(questions)
         groups: dict[Budget, list[int]] = {}
@@ -736,14 +744,16 @@ class Router:
                               f"(fitted: {', '.join(sorted(entry['budgets'], key=int))})")
         return {"n": fitted[-1], **entry["budgets"][str(fitted[-1])]}
 
-    def _solve_cascade(self, questions: list[str], budgets: list[Budget], start: float) -> list[Solution]:
+    def _solve_cascade(self, questions: list[str], budgets: list[Budget], start: float,
+                       mode: str) -> list[Solution]:
         from ttsopt.search.types import split_steps
 
         s = self._search_settings()
         plans = [self.cascade_plan(b) for b in budgets]
-        out: list[Solution | None] = [None] * len(questions)
+        taus = [p.get("router_tau" if mode == "router" else "tau") for p in plans]
+        # the first answer and the PRM's check of it
         first: dict[int, tuple] = {}
-        gated = [i for i, p in enumerate(plans) if p["tau"] is not None]
+        gated = [i for i, t in enumerate(taus) if t is not None]
         if gated:
             cot = self.strategies[self.keys.index("cot")]
             results = self._run_search([questions[i] for i in gated], cot, s)
@@ -753,46 +763,68 @@ class Router:
             prm_params = int(getattr(self.prm, "num_parameters", 0))
             for i, r, sc in zip(gated, results, scored):
                 gate = float(min(sc.scores)) if len(sc.scores) else 0.0
-                check = {"prm_tokens": int(sc.tokens), "prm_flops": 2.0 * prm_params * int(sc.tokens)}
-                first[i] = (r, gate, check)
-        escalate: dict[str, list[int]] = {}
-        for i, plan in enumerate(plans):
-            if i in first and first[i][1] >= plan["tau"]:
-                continue
-            escalate.setdefault(plan["escalate"], []).append(i)
+                first[i] = (r, gate, {"prm_tokens": int(sc.tokens), "prm_flops": 2.0 * prm_params * int(sc.tokens)})
+        doubted = [i for i in range(len(questions)) if i not in first or first[i][1] < taus[i]]
+        # the escalation: the fitted strategy, or the router's choice within what is left of N
         second: dict[int, tuple] = {}
-        for key, members in escalate.items():
-            results = self._run_search([questions[i] for i in members], self.strategies[self.keys.index(key)], s)
-            second.update(zip(members, results))
+        declined: dict[int, dict] = {}
+        if mode == "fitted":
+            by_key: dict[str, list[int]] = {}
+            for i in doubted:
+                by_key.setdefault(plans[i]["escalate"], []).append(i)
+            for key, members in by_key.items():
+                results = self._run_search([questions[i] for i in members], self.strategies[self.keys.index(key)], s)
+                second.update((i, (*r, None)) for i, r in zip(members, results))
+        else:
+            by_left: dict[Budget, list[int]] = {}
+            for i in doubted:
+                by_left.setdefault(Budget(n=budgets[i].n - (1 if i in first else 0)), []).append(i)
+            for left, members in by_left.items():
+                ds, ps = self._route([questions[i] for i in members], left)
+                run = []
+                for j, i in enumerate(members):
+                    keep = plans[i]["keep_value"] if i in first else -math.inf
+                    if ds[j].strategy is not None and ds[j].predicted_accuracy > keep:
+                        run.append(j)
+                    else:
+                        declined[i] = {"predicted_accuracy": ds[j].predicted_accuracy, "keep_value": keep,
+                                       "strategy": ds[j].strategy}
+                sols = self._solve_decided([questions[members[j]] for j in run], [ds[j] for j in run],
+                                           [ps[j] if ps else None for j in run], start)
+                second.update((members[j], (x.answer, x.trace, x.compute, x.decision)) for j, x in zip(run, sols))
+        out: list[Solution] = []
         for i, (q, b, plan) in enumerate(zip(questions, budgets, plans)):
             spent = {k: 0.0 for k in ("prompt_tokens", "generated_tokens", "prm_tokens", "tokens", "policy_flops",
                                       "prm_flops", "flops", "context_tokens")}
-            trace: dict[str, Any] = {"cascade": {"fitted_n": plan["n"], "tau": plan["tau"],
-                                                 "escalate_to": plan["escalate"]}}
-            answer, strategy = None, plan["escalate"]
+            trace: dict[str, Any] = {"cascade": {"mode": mode, "fitted_n": plan["n"], "tau": taus[i],
+                                                 "escalate_to": plan["escalate"] if mode == "fitted" else "router"}}
+            answer, decision = None, None
             if i in first:
-                (cot_answer, cot_trace, cot_compute), gate, check = first[i]
+                (answer, cot_trace, cot_compute), gate, check = first[i]
                 for k in spent:
                     spent[k] += cot_compute.get(k, 0)
-                spent["prm_tokens"] += check["prm_tokens"]
-                spent["tokens"] += check["prm_tokens"]
-                spent["prm_flops"] += check["prm_flops"]
-                spent["flops"] += check["prm_flops"]
-                kept = gate >= plan["tau"]
-                trace["cascade"].update({"gate": gate, "kept_first_answer": kept})
+                for k in ("prm_tokens", "tokens"):
+                    spent[k] += check["prm_tokens"]
+                for k in ("prm_flops", "flops"):
+                    spent[k] += check["prm_flops"]
+                trace["cascade"].update({"gate": gate, "kept_first_answer": i not in second})
                 trace["first"] = cot_trace
-                answer, strategy = (cot_answer, "cot") if kept else (None, strategy)
+            if i in declined:
+                trace["cascade"]["router_declined"] = declined[i]
+            probe = None
             if i in second:
-                answer, esc_trace, esc_compute = second[i]
+                answer, esc_trace, esc_compute, decision = second[i]
                 for k in spent:
                     spent[k] += esc_compute.get(k, 0)
+                probe = esc_compute.get("probe")
                 trace["escalation"] = esc_trace
-            decision = Decision(q, question_key(q), self.pair, b, strategy, plan.get("train_accuracy"), None, [], {},
-                                None, 0.0)
-            compute = {k: (int(v) if "flops" not in k else float(v)) for k, v in spent.items()}
-            out[i] = Solution(answer, decision, trace, {**compute, "probe": None},
-                              (time.perf_counter() - start) / len(questions))
-        return out  # type: ignore[return-value]
+            if decision is None:
+                strategy = plan["escalate"] if i in second else ("cot" if i in first else None)
+                decision = Decision(q, question_key(q), self.pair, b, strategy, None, None, [], {}, None, 0.0)
+            compute = {k: (float(v) if "flops" in k else int(v)) for k, v in spent.items()}
+            out.append(Solution(answer, decision, trace, {**compute, "probe": probe},
+                                (time.perf_counter() - start) / len(questions)))
+        return out
 
     def _solve_decided(self, questions, decisions, probes, start) -> list[Solution]:
         s = self._search_settings()
@@ -976,5 +1008,5 @@ def _with_probe(compute: dict, probe: _Probe | None) -> dict[str, Any]:
                       "flops": probe.row["probe_cost_flops"]}}
 
 
-__all__ = ["Budget", "Candidate", "Decision", "EMBEDDING_CACHE_SIZE", "REUSING_METHODS", "Router", "RouterError",
+__all__ = ["Budget", "CASCADE_MODES", "Candidate", "Decision", "EMBEDDING_CACHE_SIZE", "REUSING_METHODS", "Router", "RouterError",
            "Solution"]

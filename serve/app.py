@@ -111,6 +111,8 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
+    from ttsopt.selector.router import CASCADE_MODES
+
     if settings is not None and setting_values:
         raise TypeError("pass settings=ServeSettings(...) or its fields as keywords, not both")
     settings = (settings or ServeSettings(**setting_values)).with_env()
@@ -124,7 +126,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
             questions = [q for q, _ in payloads]
             budgets = [b for _, b in payloads]
             same = all(b == budgets[0] for b in budgets)
-            cascade = {"cascade": True} if key[1:] == ("cascade",) else {}
+            cascade = {"cascade": key[2]} if key[1:2] == ("cascade",) else {}
             return router.solve_many(questions, budgets[0] if same else budgets, **cascade)
         return router.route_many(list(payloads), key[1])
 
@@ -159,12 +161,14 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         if refusal is not None:
             raise RequestError(refusal)
 
-    async def compute(request, op: str, questions: list[str], budget, cascade: bool = False):
+    async def compute(request, op: str, questions: list[str], budget, cascade: bool | str = False):
         """Submit the questions and wait for them, or for the client to leave (then None)."""
         if cascade and op != "solve":
             raise RequestError("cascade=true runs the CoT and its check before choosing: use /v1/solve or "
                                "/v1/chat/completions")
-        solve_key = ("solve", "cascade") if cascade else ("solve",)
+        if cascade and cascade is not True and cascade not in CASCADE_MODES:
+            raise RequestError(f"cascade must be true, false or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
+        solve_key = ("solve", "cascade", "router" if cascade is True else cascade) if cascade else ("solve",)
         key, payloads = (solve_key, [(q, budget) for q in questions]) if op == "solve" else \
             (("route", budget), list(questions))
         try:

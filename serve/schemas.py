@@ -9,9 +9,9 @@ Budget fields (top level of every POST body; with the ``openai`` client pass the
 * ``target_accuracy``: in (0, 1]: the cheapest strategy predicted to reach it (the decision says
   whether any does).
 
-``cascade: true`` (chat completions and ``/v1/solve``) runs the router's verify-first cascade
-instead of its argmax: the greedy CoT, checked by the PRM, escalated where the check fails
-(``Router.solve_many(cascade=True)``); it needs a budget of N.
+``cascade: true`` (or ``"router"``, ``"fitted"``; chat completions and ``/v1/solve``) runs the
+router's verify-first cascade instead of its argmax: the greedy CoT, checked by the PRM,
+escalated where the check fails (``Router.solve_many(cascade=...)``); it needs a budget of N.
 
 None of them: the server's default budget (``ServeSettings.default_budget_n``), or a 400 when the
 server has none. Unknown fields are accepted and ignored, as vLLM does, so the OpenAI sampling
@@ -38,7 +38,9 @@ class BudgetFields(BaseModel):
     budget_tokens: float | None = Field(None, description="expected tokens per problem, probe included")
     budget_flops: float | None = Field(None, description="expected FLOPs per problem, probe included")
     target_accuracy: float | None = Field(None, description="the cheapest strategy predicted to reach it")
-    cascade: bool = Field(False, description="solve: verify the greedy CoT with the PRM first, escalate on doubt")
+    cascade: bool | str = Field(False, description="solve: verify the greedy CoT with the PRM first; on doubt "
+                                "escalate as the router decides (true, \"router\") or to the fitted search "
+                                "(\"fitted\")")
 
 
 class ChatMessage(BaseModel):

@@ -88,9 +88,9 @@ class FakeRouter:
         self._enter("route", questions, budget)
         return [FakeDecision(q, budget) for q in questions]
 
-    def solve_many(self, questions, budget, cascade: bool = False):
+    def solve_many(self, questions, budget, cascade: bool | str = False):
         """``budget``: one for all, or one per question (as Router.solve_many)."""
-        self._enter("solve+cascade" if cascade else "solve", questions, budget)
+        self._enter(f"solve+cascade={cascade}" if cascade else "solve", questions, budget)
         budgets = [budget] * len(questions) if isinstance(budget, Budget) else list(budget)
         assert len(budgets) == len(questions)
         out = []

@@ -71,9 +71,10 @@ def test_at_a_budget_where_the_cascade_does_not_fit_it_is_the_best_fixed_strateg
                       "fixed": [{"strategy": s, "flops": float(p.flops[:, i].mean()),
                                  "accuracy": float(p.label[:, i].mean())} for i, s in enumerate(STRATS)]}}
     out = evaluate_cascade(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT, base=base)
-    assert out["budgets"]["1"]["accuracy"] == 0.5  # N = 1: only the CoT fits
-    assert out["budgets"]["4"]["choices"][0]["tau"] is None  # CoT + Best-of-4 is 5 generations
-    assert out["budgets"]["8"]["accuracy"] == 1.0 and out["budgets"]["8"]["escalated"] == 0.5
+    plain = out["plain"]["budgets"]
+    assert plain["1"]["accuracy"] == 0.5  # N = 1: only the CoT fits
+    assert plain["4"]["choices"][0]["tau"] is None  # CoT + Best-of-4 is 5 generations
+    assert plain["8"]["accuracy"] == 1.0 and plain["8"]["escalated"] == 0.5
     assert out["gate"]["by_score"] == {"0.05": {"problems": 2, "cot_accuracy": 0.0},
                                        "0.5": {"problems": 2, "cot_accuracy": 1.0}}
 
@@ -92,10 +93,11 @@ def test_the_router_keeps_a_verified_cot_and_escalates_a_doubted_one(tmp_path):
     fitted = router.cascade["budgets"]
     assert router.cascade_plan(Budget(n=12))["n"] == 8  # the largest fitted N within the budget
     # a plan with a gate, set here (the synthetic labels favour no gate): the mechanics under test
-    fitted["8"] = {"tau": 0.5, "escalate": "majority:n=4", "train_accuracy": 0.6}
+    fitted["8"] = {"tau": 0.5, "escalate": "majority:n=4", "train_accuracy": 0.6, "router_tau": 0.5,
+                   "keep_value": 0.0}
     plan = router.cascade_plan(Budget(n=8))
     easy, hard = "What is 12 + 30?", "What is 21 + 4 * 6?"  # the scripted greedy CoT of the second is wrong
-    kept, escalated = router.solve_many([easy, hard], Budget(n=8), cascade=True)
+    kept, escalated = router.solve_many([easy, hard], Budget(n=8), cascade="fitted")
     assert kept.trace["cascade"]["kept_first_answer"] is True and kept.answer == "42"
     assert kept.decision.strategy == "cot" and "escalation" not in kept.trace
     # what it spent: the CoT's tokens and the PRM's check of them, nothing else
@@ -123,6 +125,39 @@ def test_route_refuses_the_cascade_flag_it_cannot_honour(tmp_path):
     from ttsopt.cli import app
 
     result = CliRunner().invoke(app, ["route", "What is 2 + 2?", "--router", str(tmp_path), "--budget", "4",
-                                      "--cascade"])
+                                      "--cascade", "router"])
     assert result.exit_code == 2
     assert "ttsopt solve --cascade" in " ".join(result.output.split())  # rich wraps lines
+
+
+def test_with_the_router_escalating_a_doubted_cot_only_where_a_search_is_predicted_to_do_better():
+    from ttsopt.train.cascade import _routed
+
+    p = tiny_pair()
+    p.pred[:, 1] = [0.9, 0.9, 0.9, 0.0]  # the router expects Best-of-4 to fail on problem 3
+    c = _matrices(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT)
+    acc, tokens, _, picks, escalated = _routed(c, p, budget=8)
+    # the CoT fails its check on problems 1 and 3; only 1 is escalated (on the training side, the
+    # CoT that failed its check was always wrong, so keeping it is worth 0 and 0.0 does not beat it)
+    assert escalated.tolist() == [False, True, False, False]
+    assert acc.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert tokens.tolist() == [33.0, 113.0, 33.0, 33.0]
+    assert all(q["tau"] == 0.5 and q["keep_value"] == 0.0 for q in picks)
+
+
+def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_decline(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    hard = "What is 21 + 4 * 6?"  # the scripted greedy CoT is wrong, and calc says so
+    router.cascade["budgets"]["8"] = {"tau": None, "escalate": "cot", "router_tau": 0.5, "keep_value": 0.0}
+    sol = router.solve(hard, Budget(n=8), cascade=True)
+    assert sol.trace["cascade"]["mode"] == "router" and sol.trace["cascade"]["kept_first_answer"] is False
+    assert sol.decision.budget == Budget(n=7)  # the CoT was one of the 8 generations
+    assert sol.decision.chosen.n <= 7 and sol.decision.predicted_accuracy > 0.0
+    # keeping the CoT is worth more than anything predicted: the router declines, nothing more runs
+    router.cascade["budgets"]["8"]["keep_value"] = 1.0
+    kept = router.solve(hard, Budget(n=8), cascade=True)
+    assert kept.trace["cascade"]["kept_first_answer"] is True and "escalation" not in kept.trace
+    assert kept.trace["cascade"]["router_declined"]["keep_value"] == 1.0
+    assert kept.compute["generated_tokens"] == len(kept.trace["first"]["candidates"][0]["text"].split())
+    with pytest.raises(RouterError, match="cascade must be"):
+        router.solve(hard, Budget(n=8), cascade="sometimes")

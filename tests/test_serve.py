@@ -388,11 +388,13 @@ def test_the_serve_command_refuses_bad_settings_and_a_missing_router_before_bind
 
 def test_cascade_true_solves_through_the_cascade_in_its_own_batches(router):
     app = create_app(router, batch_window_ms=200)
-    bodies = [_chat_body("What is 1 + 1?", budget=8, cascade=True), _chat_body("What is 2 + 2?", budget=8)]
+    bodies = [_chat_body("What is 1 + 1?", budget=8, cascade=True), _chat_body("What is 2 + 2?", budget=8),
+              _chat_body("What is 3 + 3?", budget=8, cascade="fitted")]
     responses = _concurrently(app, bodies)
-    assert [r.status_code for r in responses] == [200, 200]
-    assert sorted((op, tuple(qs)) for op, qs, _ in router.calls) == [("solve", ("What is 2 + 2?",)),
-                                                                   ("solve+cascade", ("What is 1 + 1?",))]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert sorted((op, tuple(qs)) for op, qs, _ in router.calls) == [
+        ("solve", ("What is 2 + 2?",)), ("solve+cascade=fitted", ("What is 3 + 3?",)),
+        ("solve+cascade=router", ("What is 1 + 1?",))]
 
 
 def test_cascade_on_route_is_a_400(router):
@@ -401,3 +403,6 @@ def test_cascade_on_route_is_a_400(router):
     with TestClient(create_app(router)) as client:
         r = client.post("/v1/route", json={"question": "What is 1 + 1?", "budget": 4, "cascade": True})
     assert r.status_code == 400 and "/v1/solve" in r.json()["error"]["message"]
+    with TestClient(create_app(router)) as client:
+        r = client.post("/v1/solve", json={"question": "What is 1 + 1?", "budget": 4, "cascade": "often"})
+    assert r.status_code == 400 and "cascade must be" in r.json()["error"]["message"]

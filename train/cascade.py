@@ -61,7 +61,7 @@ def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame
     params = {k.split(":", 1)[1]: json.loads(v.split(" ", 1)[1]).get("num_parameters")
               for k, v in manifest.get("models", {}).items() if k.startswith("prm:")}
     out = read_table(folder, "outcomes")
-    cot = out[out["method"] == "cot"].drop_duplicates(["policy", "prm", "problem_id"])
+    cot = out[(out["method"] == "cot") & out["candidates"].notna()].drop_duplicates(["policy", "prm", "problem_id"])
     questions = dict(pd.read_parquet(folder / "problems.parquet", columns=["problem_id", "question"]).itertuples(
         index=False))
     rows = []
@@ -99,6 +99,8 @@ class _Cascade:
     flops: np.ndarray
     n: np.ndarray  # (T, S) generations per problem at most: S.n, +1 when a CoT runs first
     passed: np.ndarray  # (P, T) the CoT is kept
+    first_tokens: np.ndarray  # (P,) the CoT and its check
+    first_flops: np.ndarray
 
 
 def _matrices(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
@@ -121,7 +123,7 @@ def _matrices(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.
                      np.where(gated[None, :, None], first_f[:, None, None] + esc_f[:, None, :], p.flops[:, None, :]))
     n = np.where(gated[:, None], p.n[None, :] + 1, p.n[None, :])
     assert acc.shape == (P, T, S)
-    return _Cascade(taus, acc, tokens, flops, n, passed)
+    return _Cascade(taus, acc, tokens, flops, n, passed, first_t, first_f)
 
 
 def _choose(c: _Cascade, rows: np.ndarray, allowed: np.ndarray, lam: float = 0.0) -> tuple[int, int]:
@@ -149,12 +151,67 @@ def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.nd
     return acc, tok, fl, picks, esc
 
 
+def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
+    """The cascade with the router deciding the escalation: τ as the plain cascade chooses it among
+    the gated options on the training folds; for a test problem whose check fails, the strategy with
+    the best held-out prediction − λ·(its expected escalation tokens) among those that fit N - 1,
+    run only if that beats keeping the CoT (its training accuracy where the check failed)."""
+    idx = np.arange(len(p.fold))
+    cot = p.strategies.index("cot")
+    acc, tok, fl = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx))
+    esc = np.zeros(len(idx), dtype=bool)
+    picks = []
+    gated = c.n <= budget
+    gated[-1] = False
+    fits = p.n + 1 <= budget
+    for f in np.unique(p.fold):
+        train, test = idx[p.fold != f], idx[p.fold == f]
+        if not gated.any() or not fits.any():  # no CoT-then-search fits: the plain cascade's choice
+            allowed = c.n <= budget
+            t, s = _choose(c, train, allowed, lam)
+            acc[test], tok[test], fl[test] = c.acc[test, t, s], c.tokens[test, t, s], c.flops[test, t, s]
+            esc[test] = ~c.passed[test, t]
+            picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s]})
+            continue
+        t, _ = _choose(c, train, gated, lam)
+        failed_train = train[~c.passed[train, t]]
+        keep = float(p.label[failed_train, cot].mean()) if len(failed_train) else 0.0
+        cost = (c.tokens[train, t, :] - c.first_tokens[train, None])[~c.passed[train, t]].mean(axis=0) \
+            if len(failed_train) else p.tokens[train].mean(axis=0)
+        score = np.where(fits[None, :], p.pred[test] - lam * cost[None, :], -np.inf)
+        best = score.max(axis=1, keepdims=True)
+        choice = np.where(score >= best - 1e-12, cost[None, :], np.inf).argmin(axis=1)
+        go = ~c.passed[test, t] & (best[:, 0] > keep + 1e-12)
+        acc[test] = np.where(go, p.label[test, choice], p.label[test, cot])
+        tok[test] = np.where(go, c.tokens[test, t, choice], c.first_tokens[test])
+        fl[test] = np.where(go, c.flops[test, t, choice], c.first_flops[test])
+        esc[test] = go
+        picks.append({"tau": float(c.taus[t]), "escalate": "router", "keep_value": keep})
+    return acc, tok, fl, picks, esc
+
+
 def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
                      prompt: np.ndarray, *, base: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """The cascade per budget N (beside ``base``'s best fixed and oracle) and on the compute axis."""
+    """The cascade per budget N (beside ``base``'s best fixed and oracle) and on the compute axis,
+    with its escalation chosen per fold (``plain``) and per problem by the router (``router``)."""
     if "cot" not in p.strategies:
         raise ValueError(f"{p.name}: the cascade needs the CoT strategy in the catalogue")
     c = _matrices(p, gate, prm_tokens, prm_flops, prompt)
+    everything = np.ones_like(c.n, dtype=bool)
+    variants = {
+        "plain": (lambda budget: _apply(c, p, lambda tr: _choose(c, tr, c.n <= budget)),
+                  lambda lam: _apply(c, p, lambda tr: _choose(c, tr, everything, lam))),
+        "router": (lambda budget: _routed(c, p, budget), lambda lam: _routed(c, p, 10 ** 9, lam)),
+    }
+    out = {name: _variant_report(p, base, at_budget, at_price, seed) for name, (at_budget, at_price) in variants.items()}
+    cot = p.label[:, p.strategies.index("cot")]
+    out["gate"] = {"by_score": {f"{v:g}": {"problems": int((gate == v).sum()), "cot_accuracy": float(cot[gate == v].mean())}
+                                for v in np.unique(gate)[:20]}}
+    return out
+
+
+def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: int) -> dict[str, Any]:
+    from .curves import _hull_range
     from .rules import _allowed, _best_fixed_vector
 
     budgets, gaps, worst_hi = {}, [], np.inf
@@ -162,8 +219,7 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
         b = base["budgets"].get(str(budget))
         if b is None:
             continue
-        allowed = c.n <= budget
-        acc, tok, fl, picks, esc = _apply(c, p, lambda tr: _choose(c, tr, allowed))
+        acc, tok, fl, picks, esc = at_budget(budget)
         fixed = _best_fixed_vector(p, _allowed(p, budget, 0))
         ci = paired_bootstrap(acc, fixed, seed=seed)
         gap = gap_recovered(float(acc.mean()), float(fixed.mean()), b["oracle"]["accuracy"])
@@ -174,23 +230,16 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
             gaps.append(gap)
         worst_hi = min(worst_hi, ci["hi"])
     points = []
-    everything = np.ones_like(c.n, dtype=bool)
     for lam in CASCADE_LAMBDAS:
-        acc, tok, fl, picks, esc = _apply(c, p, lambda tr: _choose(c, tr, everything, lam))
+        acc, tok, fl, picks, esc = at_price(lam)
         points.append({"lambda": lam, "accuracy": float(acc.mean()), "flops": float(fl.mean()),
                        "tokens": float(tok.mean()), "escalated": float(esc.mean()), "choices": picks})
-    curve = base["curve"]
-    from .curves import _hull_range
-
-    lo, hi = _hull_range(curve)
-    fixed_pts = curve["fixed"]
+    lo, hi = _hull_range(base["curve"])
+    fixed_pts = base["curve"]["fixed"]
     best_fixed = max(fixed_pts, key=lambda q: (q["accuracy"], -q["flops"]))
     reach = [q for q in points if q["accuracy"] >= best_fixed["accuracy"] - 1e-12]
     best = max(points, key=lambda q: (q["accuracy"], -q["flops"]))
     mean_gap = float(np.mean(gaps)) if gaps else None
-    cot = p.label[:, p.strategies.index("cot")]
-    by_score = {f"{v:g}": {"problems": int((gate == v).sum()), "cot_accuracy": float(cot[gate == v].mean())}
-                for v in np.unique(gate)[:20]}
     return {
         "budgets": budgets,
         "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
@@ -202,7 +251,6 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   "compute_multiplier": compute_multiplier(best["accuracy"], best["flops"],
                                                            [q["flops"] for q in fixed_pts],
                                                            [q["accuracy"] for q in fixed_pts])},
-        "gate": {"by_score": by_score},
     }
 
 
@@ -215,6 +263,19 @@ def gate_vectors(gates: pd.DataFrame, policy: str, prm: str, problem_ids: Sequen
     return tuple(g[c].to_numpy(dtype=float) for c in ("gate", "gate_prm_tokens", "gate_prm_flops", "prompt_tokens"))
 
 
+
+
+def _router_gate(c: _Cascade, p: _Pair, rows: np.ndarray, budget: int) -> dict[str, Any]:
+    """For the router-escalated cascade: τ among the gated options, and what keeping a CoT that
+    failed its check is worth (its accuracy there), on ``rows``; τ None where no CoT-then-search fits."""
+    gated = c.n <= budget
+    gated[-1] = False
+    if not gated.any():
+        return {"router_tau": None, "keep_value": None}
+    t, _ = _choose(c, rows, gated)
+    failed = rows[~c.passed[rows, t]]
+    keep = float(p.label[failed, p.strategies.index("cot")].mean()) if len(failed) else 0.0
+    return {"router_tau": float(c.taus[t]), "keep_value": keep}
 
 
 def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, Any]:
@@ -247,16 +308,11 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, An
                                     "train_accuracy": float(c.acc[:, ti, si].mean()),
                                     "tokens": float(c.tokens[:, ti, si].mean()),
                                     "flops": float(c.flops[:, ti, si].mean()),
-                                    "escalated": float((~c.passed[:, ti]).mean())}
+                                    "escalated": float((~c.passed[:, ti]).mean()),
+                                    **_router_gate(c, p, rows, budget)}
         out[p.name] = {"gate": "min step score of the greedy CoT", "problems": len(rows), "budgets": budgets}
     return out
 
 
-def cascade_plan(entry: dict[str, Any], n: int) -> dict[str, Any] | None:
-    """The fitted choice for a budget of ``n`` generations: that of the largest fitted N <= n."""
-    fitted = sorted(int(k) for k in entry.get("budgets", {}) if int(k) <= n)
-    return entry["budgets"][str(fitted[-1])] if fitted else None
-
-
-__all__ = ["CASCADE_LAMBDAS", "cascade_plan", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+__all__ = ["CASCADE_LAMBDAS", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
            "load_gates"]

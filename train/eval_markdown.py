@@ -69,37 +69,47 @@ def _tau(tau: float | None) -> str:
     return "no CoT" if tau is None else f"{tau:g}"
 
 
+_CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "cascade + router escalation"}
+
+
 def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     """The verify-first cascade (train/cascade.py) per pair: at each N, then on the compute axis."""
     pairs = {n: p["cascade"] for n, p in report["pairs"].items() if "cascade" in p}
     if not pairs:
         return []
     lines = ["", "### Verify first, escalate on doubt (greedy CoT checked by the pair's PRM; τ and the escalation "
-             "chosen on the training folds)", "",
-             "| pair | N | best fixed | cascade [95% CI of diff] | oracle | gap recovered | escalated | "
-             "GFLOPs/problem: best fixed → cascade | choices per fold (τ → escalation) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "chosen on the training folds, or the escalation per problem by the router's held-out predictions)", "",
+             "| pair | N | best fixed | variant | accuracy [95% CI of diff] | oracle | gap recovered | escalated | "
+             "GFLOPs/problem: best fixed → variant | choices per fold (τ → escalation) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in pairs.items():
         base = report["pairs"][name]["budgets"]
-        for n, b in c["budgets"].items():
-            picks = sorted({f"{_tau(q['tau'])} → {q['escalate']}" for q in b["choices"]})
-            lines.append(f"| {name} | {n} | {base[n]['best_fixed']['accuracy']:.3f} | {b['accuracy']:.3f} "
-                         f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {base[n]['oracle']['accuracy']:.3f} | "
-                         f"{b['gap_recovered']:+.2f} | {b['escalated']:.0%} | "
-                         f"{base[n]['best_fixed']['flops'] / 1e9:.0f} → {b['flops'] / 1e9:.0f} | {'; '.join(picks)} |")
-    lines += ["", "| pair | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
-              "AIQ cascade | AIQ router | AIQ per-level rule | AIQ fixed | compute × at best-fixed accuracy | "
-              "CoT accuracy by the PRM's lowest step score (problems) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        for n in base:
+            for v, label in _CASCADE_VARIANTS.items():
+                b = c[v]["budgets"].get(n)
+                if b is None:
+                    continue
+                picks = sorted({f"{_tau(q['tau'])} → {q['escalate']}" for q in b["choices"]})
+                lines.append(f"| {name} | {n} | {base[n]['best_fixed']['accuracy']:.3f} | {label} | {b['accuracy']:.3f} "
+                             f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {base[n]['oracle']['accuracy']:.3f} | "
+                             f"{b['gap_recovered']:+.2f} | {b['escalated']:.0%} | "
+                             f"{base[n]['best_fixed']['flops'] / 1e9:.0f} → {b['flops'] / 1e9:.0f} | {'; '.join(picks)} |")
+    lines += ["", "| pair | variant | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
+              "AIQ | compute × at best-fixed accuracy | (AIQ: router, per-level rule, fixed, oracle) |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, c in pairs.items():
-        cur, base, sm, g = c["curve"], report["pairs"][name]["curve"], c["summary"], c["gate"]
-        m = cur["compute_multiplier_at_best_fixed_accuracy"]
-        gate_cells = "; ".join(f"{v}: {q['cot_accuracy']:.2f} ({q['problems']})" for v, q in g["by_score"].items())
-        lines.append(f"| {name} | {sm['gap_recovered_mean']:+.2f} | "
-                     f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
-                     f"{'yes' if sm['meets_issue_target'] else 'no'} | {cur['aiq']:.3f} | {base['aiq']['router']:.3f} | "
-                     f"{base['aiq']['per_level_rule']:.3f} | {base['aiq']['fixed']:.3f} | "
-                     f"{'not reached' if m is None else f'{m:.2f}'} | {gate_cells} |")
+        base = report["pairs"][name]["curve"]["aiq"]
+        for v, label in _CASCADE_VARIANTS.items():
+            cur, sm = c[v]["curve"], c[v]["summary"]
+            m = cur["compute_multiplier_at_best_fixed_accuracy"]
+            lines.append(f"| {name} | {label} | {sm['gap_recovered_mean']:+.2f} | "
+                         f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
+                         f"{'yes' if sm['meets_issue_target'] else 'no'} | {cur['aiq']:.3f} | "
+                         f"{'not reached' if m is None else f'{m:.2f}'} | {base['router']:.3f}, "
+                         f"{base['per_level_rule']:.3f}, {base['fixed']:.3f}, {base['oracle']:.3f} |")
+    lines += ["", "CoT accuracy by the PRM's lowest step score on it (problems): " + "; ".join(
+        f"{name}: " + ", ".join(f"{v} → {q['cot_accuracy']:.2f} ({q['problems']})" for v, q in c["gate"]["by_score"].items())
+        for name, c in pairs.items())]
     return lines
 
 
