@@ -181,6 +181,10 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Bumped when the evaluation gains a section, so that an older eval.json is recomputed.
+EVAL_FORMAT = 2
+
+
 def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
     if not path.is_file():
         return False
@@ -188,13 +192,15 @@ def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
         report = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
-    return report.get("training_data_hash") == data_hash and report.get("settings", {}).get("trials") == trials
+    return (report.get("training_data_hash") == data_hash and report.get("settings", {}).get("trials") == trials
+            and report.get("eval_format") == EVAL_FORMAT)
 
 
 def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -> QuickstartResult:
     """The whole loop; each stage skipped when its output is already there for the same inputs."""
     from ttsopt.selector.artifact import ArtifactError, load_artifact
     from ttsopt.train.build import train_router
+    from ttsopt.train.cascade import load_gates
     from ttsopt.train.evaluate import evaluate, markdown
     from ttsopt.train.table import load_training_table, table_hash
     from ttsopt.train.tuning import TrainSettings
@@ -238,7 +244,8 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     else:
         # one pair, so no leave-one-pair-out; every pair with a problem per fold is evaluated
         report = evaluate(table, train_settings, progress=stages.counter("fits (tuned inside each)", settings.folds),
-                          min_problems=settings.folds, lopo=False)
+                          min_problems=settings.folds, lopo=False, gates=load_gates([snapshot]))
+        report["eval_format"] = EVAL_FORMAT
         report["router"] = str(router)
         report["training_data_hash"] = data_hash
         atomic_write_text(eval_json, json.dumps(report, indent=1, default=float) + "\n")
@@ -269,13 +276,26 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n} | {b['router']['accuracy']:.3f} | [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
                          f"{b['best_fixed']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | "
                          f"{b['gap_recovered']:+.2f} |")
+    cascades = {n: p["cascade"]["router"] for n, p in report.get("pairs", {}).items() if "cascade" in p}
+    if cascades:
+        lines += ["", "Verify first (`solve --cascade router`): the greedy CoT, checked by the PRM; where the check "
+                  "fails, the router's pick within the N − 1 left, if it beats keeping the CoT", "",
+                  "| pair | N | cascade | 95% CI vs best fixed | GFLOPs/problem: best fixed → cascade | escalated |",
+                  "|---|---|---|---|---|---|"]
+        for name, c in cascades.items():
+            for n, b in c["budgets"].items():
+                fixed = report["pairs"][name]["budgets"][n]["best_fixed"]
+                lines.append(f"| {name} | {n} | {b['accuracy']:.3f} | [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | "
+                             f"{fixed.get('flops', float('nan')) / 1e9:.0f} → {b['flops'] / 1e9:.0f} | "
+                             f"{b['escalated']:.0%} |")
     lines.append("")
     for name, pair in report.get("pairs", {}).items():
         aiq = pair.get("curve", {}).get("aiq")
         if aiq:
             lines.append(f"{name}, area under the accuracy-vs-FLOPs hull (AIQ): router {aiq['router']:.3f}, "
                          f"per-level rule {aiq['per_level_rule']:.3f}, fixed strategies {aiq['fixed']:.3f}, "
-                         f"oracle {aiq['oracle']:.3f}")
+                         f"oracle {aiq['oracle']:.3f}"
+                         + (f", verify-first cascade {cascades[name]['curve']['aiq']:.3f}" if name in cascades else ""))
     if report.get("gap_recovered") is not None:
         lines.append(f"mean gap recovered {report['gap_recovered']:+.2f}, Brier {report['brier']:.4f}")
     return "\n".join(lines) + "\n"
@@ -288,5 +308,5 @@ NEXT_STEPS = (
 )
 
 
-__all__ = ["NEXT_STEPS", "PRESET", "QuickstartResult", "QuickstartSettings", "Stages", "run_quickstart",
+__all__ = ["EVAL_FORMAT", "NEXT_STEPS", "PRESET", "QuickstartResult", "QuickstartSettings", "Stages", "run_quickstart",
            "run_sweep_stage", "summary"]
