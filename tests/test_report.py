@@ -113,3 +113,20 @@ def test_the_command_writes_the_page(tiny, evaluated, tmp_path):
     res = CliRunner().invoke(app, ["report", "--router", str(tmp_path / "none"), "--data", str(snap),
                                    "--out", str(out)])
     assert res.exit_code == 2
+
+
+def test_the_cascade_is_drawn_where_the_evaluation_has_it():
+    import json
+    from pathlib import Path
+
+    from ttsopt.train import plots
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/selector/arith-router-eval.json"
+    evaluation = json.loads(path.read_text())
+    label = "verify-first cascade (router escalation, λ sweep)"
+    fig = plots.accuracy_vs_flops(evaluation)
+    assert label in [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    for p in evaluation["pairs"].values():
+        p.pop("cascade")
+    fig = plots.accuracy_vs_flops(evaluation)
+    assert label not in [t.get_text() for legend in fig.legends for t in legend.get_texts()]

@@ -29,7 +29,7 @@ METHOD_SHORT = {"cot": "CoT", "majority": "Maj", "best_of_n": "BoN", "beam": "Be
 METHOD_COLORS = {"cot": "#7f7f7f", "majority": "#1f77b4", "best_of_n": "#ff7f0e", "beam": "#2ca02c",
                  "dvts": "#9467bd"}
 ROLE_COLORS = {"router": "#d62728", "best_fixed": "#1f77b4", "oracle": "#000000", "per_level_rule": "#8c564b",
-               "random": "#bcbd22", "paper_rule": "#17becf", "hull": "#555555"}
+               "random": "#bcbd22", "paper_rule": "#17becf", "hull": "#555555", "cascade": "#e377c2"}
 FACTOR_COLORS = {"policy": "#1f77b4", "PRM": "#ff7f0e", "difficulty": "#2ca02c", "budget": "#d62728",
                  "strategy": "#9467bd", "other": "#7f7f7f"}
 BINS = ("easy", "medium", "hard")
@@ -197,8 +197,10 @@ def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | 
         if fixed:
             hx, hy = nondecreasing_hull([q["flops"] for q in fixed], [q["accuracy"] for q in fixed])
             ax.plot(hx, hy, color=ROLE_COLORS["hull"], lw=1.2, ls=":", zorder=2)
-        for role, style in (("router", "-"), ("per_level_rule", "--"), ("oracle", "-.")):
-            pts = sorted(curve.get(role, []), key=lambda q: q["flops"])
+        cascade = (evaluation["pairs"][name].get("cascade") or {}).get("router", {}).get("curve", {})
+        for role, style in (("router", "-"), ("per_level_rule", "--"), ("oracle", "-."), ("cascade", "-")):
+            pts = sorted(cascade.get("points", []) if role == "cascade" else curve.get(role, []),
+                         key=lambda q: q["flops"])
             if pts:
                 ax.plot([q["flops"] for q in pts], [q["accuracy"] for q in pts], ls=style, marker=".", lw=1.8,
                         color=ROLE_COLORS[role], zorder=4)
@@ -207,12 +209,17 @@ def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | 
         ax.set_ylabel("accuracy")
         aiq = curve.get("aiq", {})
         extra = f" · AIQ router {aiq['router']:.3f} vs fixed {aiq['fixed']:.3f}" if "router" in aiq else ""
+        if "aiq" in cascade:
+            extra += f", cascade {cascade['aiq']:.3f}"
         ax.set_title(f"{name} · {problems.get(name, '?')} problems\n{extra.lstrip(' ·')}")
     extra = [plt.Line2D([], [], color=ROLE_COLORS["router"], lw=2, label="router (λ sweep)"),
              plt.Line2D([], [], color=ROLE_COLORS["per_level_rule"], lw=2, ls="--",
                         label="per-level rule (oracle level)"),
              plt.Line2D([], [], color=ROLE_COLORS["oracle"], lw=2, ls="-.", label="oracle"),
              plt.Line2D([], [], color=ROLE_COLORS["hull"], lw=1.2, ls=":", label="hull of fixed strategies")]
+    if any(p.get("cascade") for p in evaluation.get("pairs", {}).values()):
+        extra.append(plt.Line2D([], [], color=ROLE_COLORS["cascade"], lw=2,
+                                label="verify-first cascade (router escalation, λ sweep)"))
     bottom = _method_legend(fig, [m for m in METHODS if any(method_of(q["strategy"]) == m for _, c in pairs
                                                        for q in c.get("fixed", []))], extra, ncol=5, points=True)
     top = _suptitle(fig, "Accuracy against compute: fixed strategies (points), router and rules (curves)")
@@ -300,6 +307,10 @@ def router_vs_baselines(evaluation: dict[str, Any], *, problems: dict[str, int] 
         ax.plot(ns, fixed, marker="s", lw=2, color=ROLE_COLORS["best_fixed"])
         ax.plot(ns, get("oracle"), marker="^", lw=1.5, ls="-.", color=ROLE_COLORS["oracle"])
         ax.plot(ns, get("random"), marker=".", lw=1.2, ls=":", color=ROLE_COLORS["random"])
+        cascade = (p.get("cascade") or {}).get("router", {}).get("budgets", {})
+        if cascade:
+            ax.plot(ns, [cascade.get(str(n), {}).get("accuracy", np.nan) for n in ns], marker="D", lw=1.8,
+                    color=ROLE_COLORS["cascade"], zorder=4)
         rule = get("paper_rule")
         if any(v is not None for v in rule):
             ax.plot(ns, [np.nan if v is None else v for v in rule], marker="x", lw=1.2, ls="--",
@@ -315,6 +326,9 @@ def router_vs_baselines(evaluation: dict[str, Any], *, problems: dict[str, int] 
                plt.Line2D([], [], color=ROLE_COLORS["oracle"], marker="^", ls="-.", label="oracle"),
                plt.Line2D([], [], color=ROLE_COLORS["random"], marker=".", ls=":", label="random strategy"),
                plt.Line2D([], [], color=ROLE_COLORS["paper_rule"], marker="x", ls="--", label="paper's rule")]
+    if any(p.get("cascade") for _, p in pairs):
+        handles.append(plt.Line2D([], [], color=ROLE_COLORS["cascade"], marker="D", lw=1.8,
+                                  label="verify-first cascade (router escalation)"))
     bottom = _legend(fig, handles)
     top = _suptitle(fig, f"Router against the baselines ({evaluation.get('mode', 'evaluation')})")
     _finish(fig, bottom, top)
