@@ -121,3 +121,16 @@ def test_gate_scores_are_the_prm_on_each_stored_cot_and_fit_a_cascade_plan(snaps
     plan = fit_cascade(table, gates)["levels+calc"]["budgets"]
     assert plan["1"]["tau"] is None  # at N = 1 a CoT and a search do not fit: one strategy alone
     assert all(0.0 <= b["train_accuracy"] <= 1.0 for b in plan.values())
+
+
+def test_training_does_not_depend_on_the_order_a_sweep_wrote_its_rows(snapshot):
+    from ttsopt.train.table import canonical_order
+
+    table = load_training_table([snapshot])
+    shuffled = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(canonical_order(shuffled), table)
+    settings = TrainSettings(trials=2, folds=3)
+    a = tune_and_fit(table, settings)
+    b = tune_and_fit(canonical_order(shuffled), settings)
+    assert a.cv_loss == b.cv_loss
+    np.testing.assert_array_equal(predict(a, table), predict(b, table))
