@@ -82,7 +82,8 @@ def _budget_axis(ax, budgets: Sequence[int]) -> None:
 
 def _legend(fig: Figure, handles: Sequence[Any], ncol: int | None = None) -> float:
     """A legend under the panels, in as many columns as the figure's width holds; returns its height in inches."""
-    fits = max(1, int(fig.get_figwidth() / 2.1))
+    longest = max((len(h.get_label()) for h in handles), default=10)
+    fits = max(1, int(fig.get_figwidth() / max(2.1, 0.7 + 0.068 * longest)))  # a column holds its longest label
     ncol = min(len(handles), ncol or 6, fits) or 1
     fig.legend(handles=list(handles), loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return 0.12 + 0.24 * math.ceil(len(handles) / ncol)
@@ -328,7 +329,7 @@ def router_vs_baselines(evaluation: dict[str, Any], *, problems: dict[str, int] 
                plt.Line2D([], [], color=ROLE_COLORS["paper_rule"], marker="x", ls="--", label="paper's rule")]
     if any(p.get("cascade") for _, p in pairs):
         handles.append(plt.Line2D([], [], color=ROLE_COLORS["cascade"], marker="D", lw=1.8,
-                                  label="verify-first cascade (router escalation)"))
+                                  label="verify-first cascade"))
     bottom = _legend(fig, handles)
     top = _suptitle(fig, f"Router against the baselines ({evaluation.get('mode', 'evaluation')})")
     _finish(fig, bottom, top)
