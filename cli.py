@@ -525,7 +525,9 @@ def evaluate(
 
         con.print("evaluating the saved router as it is: this is not its training data")
         try:
-            report = evaluate_as_is(artifact, table)
+            from ttsopt.train.cascade import load_gates
+
+            report = evaluate_as_is(artifact, table, gates=load_gates(data))
         except ValueError as e:
             con.print(f"[red]error:[/] {e}")
             raise typer.Exit(2)

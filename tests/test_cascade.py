@@ -161,3 +161,20 @@ def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_declin
     assert kept.compute["generated_tokens"] == len(kept.trace["first"]["candidates"][0]["text"].split())
     with pytest.raises(RouterError, match="cascade must be"):
         router.solve(hard, Budget(n=8), cascade="sometimes")
+
+
+def test_a_saved_cascade_on_unseen_data_runs_as_the_router_would():
+    from ttsopt.train.cascade import cascade_as_is
+
+    p = tiny_pair()
+    p.pred[:, 1] = [0.9, 0.9, 0.9, 0.0]
+    entry = {"budgets": {"8": {"tau": 0.5, "escalate": STRATS[1], "router_tau": 0.5, "keep_value": 0.0},
+                         "1": {"tau": None, "escalate": "cot", "router_tau": None, "keep_value": None}}}
+    out = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=12)  # the plan fitted for N = 8
+    acc, tokens, _, escalated = out["fitted"]
+    assert acc.tolist() == [1.0] * 4 and tokens.tolist() == [33.0, 113.0, 33.0, 113.0]
+    acc, tokens, _, escalated = out["router"]
+    assert escalated.tolist() == [False, True, False, False] and acc.tolist() == [1.0, 1.0, 1.0, 0.0]
+    plain = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=1)
+    assert plain["fitted"][0].tolist() == p.label[:, 0].tolist()  # N = 1: the CoT alone
+    assert cascade_as_is(p, {"budgets": {"8": entry["budgets"]["8"]}}, GATE, PRM_TOKENS, np.zeros(4), PROMPT, 4) is None

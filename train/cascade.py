@@ -254,6 +254,48 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
     }
 
 
+def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
+                  prompt: np.ndarray, budget: int) -> dict[str, dict[str, Any]] | None:
+    """A saved router's fitted cascade (``manifest["cascade"][pair]``) on data it never saw, at budget N:
+    per problem outcome, tokens, FLOPs and whether it escalated, for the ``fitted`` and ``router`` modes
+    (as :meth:`Router.solve_many` runs them). None when no plan is fitted at or below N."""
+    fitted = sorted(int(k) for k in entry.get("budgets", {}) if int(k) <= budget)
+    if not fitted or "cot" not in p.strategies:
+        return None
+    plan = entry["budgets"][str(fitted[-1])]
+    cot = p.strategies.index("cot")
+    first_t = p.tokens[:, cot] + prm_tokens
+    first_f = p.flops[:, cot] + prm_flops
+    esc_t = first_t[:, None] + p.tokens - prompt[:, None]
+    esc_f = first_f[:, None] + p.flops - 2.0 * p.policy_params * prompt[:, None]
+    rows = np.arange(len(gate))
+    out = {}
+    tau, key = plan["tau"], plan["escalate"]
+    if key in p.strategies:
+        s = p.strategies.index(key)
+        if tau is None:
+            out["fitted"] = (p.label[:, s], p.tokens[:, s], p.flops[:, s], np.ones(len(gate), dtype=bool))
+        else:
+            kept = gate >= tau
+            out["fitted"] = (np.where(kept, p.label[:, cot], p.label[:, s]), np.where(kept, first_t, esc_t[:, s]),
+                             np.where(kept, first_f, esc_f[:, s]), ~kept)
+    tau = plan.get("router_tau")
+    fits = p.n <= (budget - 1 if tau is not None else budget)
+    if fits.any():
+        cost = np.where(fits, p.tokens.mean(axis=0), np.inf)
+        score = np.where(fits, p.pred, -np.inf)
+        best = score.max(axis=1, keepdims=True)
+        choice = np.where(score >= best - 1e-12, cost, np.inf).argmin(axis=1)
+        if tau is None:
+            out["router"] = (p.label[rows, choice], p.tokens[rows, choice], p.flops[rows, choice],
+                             np.ones(len(gate), dtype=bool))
+        else:
+            go = (gate < tau) & (best[:, 0] > plan["keep_value"])
+            out["router"] = (np.where(go, p.label[rows, choice], p.label[:, cot]),
+                             np.where(go, esc_t[rows, choice], first_t), np.where(go, esc_f[rows, choice], first_f), go)
+    return out
+
+
 def gate_vectors(gates: pd.DataFrame, policy: str, prm: str, problem_ids: Sequence[str]):
     """The pair's gate columns in ``problem_ids`` order, or None when any problem lacks one."""
     g = gates[(gates["policy"] == policy) & (gates["prm"] == prm)].drop_duplicates("problem_id")
@@ -314,5 +356,5 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, An
     return out
 
 
-__all__ = ["CASCADE_LAMBDAS", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+__all__ = ["CASCADE_LAMBDAS", "cascade_as_is", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
            "load_gates"]

@@ -74,6 +74,20 @@ _CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "ca
 
 def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     """The verify-first cascade (train/cascade.py) per pair: at each N, then on the compute axis."""
+    as_is = [(name, n, b) for name, p in report["pairs"].items() for n, b in p["budgets"].items()
+             if any(k.startswith("cascade_") for k in b)]
+    if as_is:  # a saved router's fitted cascade on data it never saw
+        lines = ["", "### The router's fitted cascade, as it is (verify first, escalate on doubt)", "",
+                 "| pair | N | best fixed | mode | accuracy [95% CI of diff] | oracle | gap recovered | escalated | "
+                 "GFLOPs/problem |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, n, b in as_is:
+            for mode in ("router", "fitted"):
+                c = b.get(f"cascade_{mode}")
+                if c is not None:
+                    lines.append(f"| {name} | {n} | {b['best_fixed']['accuracy']:.3f} | {mode} | {c['accuracy']:.3f} "
+                                 f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | {b['oracle']['accuracy']:.3f} | "
+                                 f"{c['gap_recovered']:+.2f} | {c['escalated']:.0%} | {c['flops'] / 1e9:.0f} |")
+        return lines
     pairs = {n: p["cascade"] for n, p in report["pairs"].items() if "cascade" in p}
     if not pairs:
         return []

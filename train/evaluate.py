@@ -245,12 +245,16 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
     return report
 
 
-def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0) -> dict[str, Any]:
+def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0, gates: pd.DataFrame | None = None) -> dict[str, Any]:
     """The saved router on data it never saw (another snapshot, a new pair), as it is.
 
     The best fixed strategy is the one with the best accuracy on the router's training data
-    (its catalogue); nothing is refitted.
+    (its catalogue); nothing is refitted. With ``gates`` (the PRM's scores of the new data's CoTs),
+    the artifact's fitted cascade is evaluated too, in both modes (``cascade_fitted``,
+    ``cascade_router`` per budget).
     """
+    from .cascade import cascade_as_is
+
     pred = artifact.booster.predict(artifact.pipeline.transform(table))
     t = table.assign(pred=pred, fold=0)
     pairs = {}
@@ -283,6 +287,16 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0) -> dict[str,
                 "gap_recovered": gap_recovered(float(router.mean()), float(fixed.mean()), float(oracle.mean())),
                 "shares": _shares(p, pick),
             }
+            entry = (artifact.manifest.get("cascade") or {}).get(p.name)
+            vec = None if gates is None or entry is None or not len(gates) else gate_vectors(
+                gates, *_pair_keys(t, p.name), p.extra["problem_ids"])
+            cascade = cascade_as_is(p, entry, *vec, budget) if vec is not None else None
+            for mode, (acc, tok, fl, esc) in (cascade or {}).items():
+                ci = paired_bootstrap(acc, fixed, seed=seed)
+                budgets[str(budget)][f"cascade_{mode}"] = {
+                    "accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
+                    "escalated": float(esc.mean()), "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"],
+                    "gap_recovered": gap_recovered(float(acc.mean()), float(fixed.mean()), float(oracle.mean()))}
         pairs[p.name] = {"budgets": budgets, "brier": brier(p.pred.ravel(), p.label.ravel())}
     gaps = [b["gap_recovered"] for q in pairs.values() for b in q["budgets"].values()
             if b["gap_recovered"] == b["gap_recovered"]]
