@@ -283,6 +283,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         for solution, info in outcomes:
             metrics.observe_decision(solution.decision)
             metrics.observe_compute(solution.compute)
+            metrics.observe_cascade(getattr(solution, "trace", None))
             d = solution.to_dict()
             if not body.include_trace:
                 d.pop("trace", None)
@@ -316,6 +317,7 @@ def chat_response(model: str, solution: Any, info: Any, *, include_trace: bool =
     if metrics is not None:
         metrics.observe_decision(solution.decision)
         metrics.observe_compute(compute)
+        metrics.observe_cascade(getattr(solution, "trace", None))
     prompt = int(compute.get("prompt_tokens", 0) or 0)
     completion = int(compute.get("generated_tokens", 0) or 0)
     extra = {"answer": solution.answer, "decision": d.get("decision"), "compute": compute,

@@ -28,6 +28,7 @@ class ServeMetrics:
     flops: Counter
     batch_size: Histogram
     waiting: Gauge
+    cascade: Counter
 
     @classmethod
     def create(cls) -> "ServeMetrics":
@@ -46,6 +47,9 @@ class ServeMetrics:
             batch_size=Histogram("ttsopt_batch_size", "questions per router call, by operation", ["op"],
                                  buckets=BATCH_BUCKETS, registry=r),
             waiting=Gauge("ttsopt_questions_waiting", "questions queued or running on the models", registry=r),
+            cascade=Counter("ttsopt_cascade", "verify-first solves by outcome (kept: the checked CoT answered; "
+                            "escalated; declined: the check failed and the router kept the CoT)", ["outcome"],
+                            registry=r),
         )
 
     def observe_decision(self, decision) -> None:
@@ -58,6 +62,17 @@ class ServeMetrics:
                 self.tokens.labels(kind).inc(float(value))
         if compute.get("flops"):
             self.flops.inc(float(compute["flops"]))
+
+    def observe_cascade(self, trace: dict | None) -> None:
+        c = (trace or {}).get("cascade")
+        if c is None:
+            return
+        if c.get("kept_first_answer") is False or "escalation" in (trace or {}):
+            self.cascade.labels("escalated").inc()
+        elif "router_declined" in c:
+            self.cascade.labels("declined").inc()
+        else:
+            self.cascade.labels("kept").inc()
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -406,3 +406,16 @@ def test_cascade_on_route_is_a_400(router):
     with TestClient(create_app(router)) as client:
         r = client.post("/v1/solve", json={"question": "What is 1 + 1?", "budget": 4, "cascade": "often"})
     assert r.status_code == 400 and "cascade must be" in r.json()["error"]["message"]
+
+
+def test_the_cascade_outcomes_are_counted_for_prometheus():
+    from ttsopt.serve.metrics import ServeMetrics
+
+    m = ServeMetrics.create()
+    m.observe_cascade({"cascade": {"kept_first_answer": True}})
+    m.observe_cascade({"cascade": {"kept_first_answer": False}, "escalation": {}})
+    m.observe_cascade({"cascade": {"kept_first_answer": True, "router_declined": {"keep_value": 0.2}}})
+    m.observe_cascade({"strategy": "cot"})  # not a cascade: not counted
+    text = m.exposition()[0].decode()
+    for outcome in ("kept", "escalated", "declined"):
+        assert f'ttsopt_cascade_total{{outcome="{outcome}"}} 1.0' in text
