@@ -446,6 +446,9 @@ def train(
     probe_k: Optional[int] = typer.Option(None, help="use the k-sample probe's features (1, 2 or 4)"),
     study: Optional[str] = typer.Option(None, help="Optuna storage URL; default sqlite:///OUT/study.sqlite3 "
                                         "(a second `ttsopt train` resumes it)"),
+    gate_models: bool = typer.Option(False, help="fit the verify-first cascade for PRMs with weights too: "
+                                     "they score the snapshot's stored CoTs here (calc always does, for free)"),
+    device: str = typer.Option("cpu", help="torch device for --gate-models"),
 ) -> None:
     """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; write the router artifact."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -458,7 +461,8 @@ def train(
                   console=con) as bar:
         task = bar.add_task("Optuna trials", total=trials)
         manifest = train_router(data, out, _settings(trials, timeout, folds, seed, components, probe_k),
-                                storage=study, progress=lambda done, total: bar.update(task, completed=done))
+                                storage=study, progress=lambda done, total: bar.update(task, completed=done),
+                                gate_models=gate_models, device=device)
     m = manifest["metrics"]
     con.print(f"router {out}: {m['rows']} rows, {len(manifest['catalogue'])} pairs, cv cross-entropy "
               f"{m['cv_cross_entropy']:.4f}, {m['trials_in_study']} trials in the study, {m['train_seconds']:.1f} s")

@@ -137,13 +137,18 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
 
 
 def train_router(folders: Sequence[str | Path], out: str | Path, settings: TrainSettings, *,
-                 storage: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Tune (resuming the study in ``storage``), fit on every row, save the artifact; returns its manifest."""
+                 storage: str | None = None, progress: Callable[[int, int], None] | None = None,
+                 gate_models: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Tune (resuming the study in ``storage``), fit on every row, save the artifact; returns its manifest.
+
+    ``gate_models``: also score the stored CoTs with PRMs that have weights (loaded on ``device``), so
+    that their pairs get a cascade; a PRM without parameters (calc) always does."""
     from .cascade import load_gates
 
     table = load_training_table(folders, probe_k=settings.probe_k)
     return write_router(table, out, settings, search=search_settings(folders, table, settings), snapshots=folders,
-                        storage=storage, progress=progress, gates=load_gates(folders))
+                        storage=storage, progress=progress,
+                        gates=load_gates(folders, score_models=gate_models, device=device))
 
 
 __all__ = ["SEARCH_FIELDS", "catalogue", "search_settings", "train_router", "write_router"]

@@ -43,13 +43,13 @@ CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e
 _NO_GATE = float("inf")  # τ that no score reaches: run S alone, without the CoT
 
 
-def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame:
+def cot_gates(folder: str | Path, *, score_models: bool = False, device: str = "cpu") -> pd.DataFrame:
     """Per (policy, PRM, problem): the PRM's step scores on the stored greedy CoT, reduced to their
     minimum (``gate``), with the PRM's tokens and FLOPs and the CoT's prompt tokens.
 
     The CoT of a pair is the policy's greedy answer (it does not depend on the PRM), so each
     pair's PRM scores the same text the router would score online. PRMs with parameters are
-    skipped unless ``score_models`` (they would be loaded and run here).
+    skipped unless ``score_models`` (they are then loaded on ``device`` and run here).
     """
     from ttsopt.search.registry import load_prm
     from ttsopt.search.types import split_steps
@@ -72,7 +72,7 @@ def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame
             n_params = round(float((scored["prm_flops"] / scored["prm_tokens"] / 2).median())) if len(scored) else None
         if not prm_name or n_params is None or (n_params > 0 and not score_models):
             continue
-        prm = load_prm(prm_name)
+        prm = load_prm(prm_name, device=device)
         texts = [json.loads(c)[0]["text"] for c in g["candidates"]]
         scored = prm.score([(questions[pid], split_steps(t)) for pid, t in zip(g["problem_id"], texts)])
         for r, s in zip(g.itertuples(index=False), scored):
@@ -84,8 +84,8 @@ def cot_gates(folder: str | Path, *, score_models: bool = False) -> pd.DataFrame
                                        "prompt_tokens"])
 
 
-def load_gates(folders: Sequence[str | Path], *, score_models: bool = False) -> pd.DataFrame:
-    frames = [cot_gates(f, score_models=score_models) for f in folders]
+def load_gates(folders: Sequence[str | Path], *, score_models: bool = False, device: str = "cpu") -> pd.DataFrame:
+    frames = [cot_gates(f, score_models=score_models, device=device) for f in folders]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
