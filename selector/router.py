@@ -1008,5 +1008,5 @@ def _with_probe(compute: dict, probe: _Probe | None) -> dict[str, Any]:
                       "flops": probe.row["probe_cost_flops"]}}
 
 
-__all__ = ["Budget", "CASCADE_MODES", "Candidate", "Decision", "EMBEDDING_CACHE_SIZE", "REUSING_METHODS", "Router", "RouterError",
-           "Solution"]
+__all__ = ["Budget", "CASCADE_MODES", "Candidate", "Decision", "EMBEDDING_CACHE_SIZE", "REUSING_METHODS", "Router",
+           "RouterError", "Solution"]

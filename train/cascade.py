@@ -203,9 +203,11 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   lambda lam: _apply(c, p, lambda tr: _choose(c, tr, everything, lam))),
         "router": (lambda budget: _routed(c, p, budget), lambda lam: _routed(c, p, 10 ** 9, lam)),
     }
-    out = {name: _variant_report(p, base, at_budget, at_price, seed) for name, (at_budget, at_price) in variants.items()}
+    out = {name: _variant_report(p, base, at_budget, at_price, seed)
+           for name, (at_budget, at_price) in variants.items()}
     cot = p.label[:, p.strategies.index("cot")]
-    out["gate"] = {"by_score": {f"{v:g}": {"problems": int((gate == v).sum()), "cot_accuracy": float(cot[gate == v].mean())}
+    out["gate"] = {"by_score": {f"{v:g}": {"problems": int((gate == v).sum()),
+                                           "cot_accuracy": float(cot[gate == v].mean())}
                                 for v in np.unique(gate)[:20]}}
     return out
 

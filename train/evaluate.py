@@ -245,7 +245,8 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
     return report
 
 
-def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0, gates: pd.DataFrame | None = None) -> dict[str, Any]:
+def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
+                   gates: pd.DataFrame | None = None) -> dict[str, Any]:
     """The saved router on data it never saw (another snapshot, a new pair), as it is.
 
     The best fixed strategy is the one with the best accuracy on the router's training data
