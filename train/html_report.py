@@ -101,7 +101,8 @@ def render_figures(artifact: Any, table: pd.DataFrame, evaluation: dict[str, Any
     if any(p.get("curve") for p in pairs.values()):
         add("accuracy_vs_flops", "Accuracy against compute",
             "The router's curve should lie above the dotted hull of the fixed strategies; the gap to the oracle is "
-            "what a better router could still win.",
+            "what a better router could still win. The pink curve, where there is one, is the verify-first cascade "
+            "(solve --cascade router): the greedy CoT, checked by the PRM, escalated only where the check fails.",
             lambda: plots.accuracy_vs_flops(evaluation, problems=problems))
     decisions = router_decisions(artifact, table)
     if not decisions.empty:
@@ -113,7 +114,7 @@ def render_figures(artifact: Any, table: pd.DataFrame, evaluation: dict[str, Any
     if pairs:
         add("router_vs_baselines", "Router against best fixed and oracle",
             "The red band is the 95% interval of the router's gain over the best fixed strategy: above the blue "
-            "line means a real gain at that budget.",
+            "line means a real gain at that budget. Pink diamonds: the verify-first cascade at the same N.",
             lambda: plots.router_vs_baselines(evaluation, problems=problems))
     if evaluation.get("calibration"):
         add("calibration", "Calibration",
