@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .eval_pairs import BUDGETS, _Pair
-from .metrics import compute_multiplier, gap_recovered, hull_area, paired_bootstrap
+from .eval_pairs import BUDGETS, _argmax_cheapest, _Pair
+from .metrics import gap_recovered, paired_bootstrap
 
 #: Compute prices (per expected token) at which the cascade's choice is traced on the compute axis.
 CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1.0)
@@ -179,9 +179,8 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
         cost = (c.tokens[train, t, :] - c.first_tokens[train, None])[~c.passed[train, t]].mean(axis=0) \
             if len(failed_train) else p.tokens[train].mean(axis=0)
         score = np.where(fits[None, :], p.pred[test] - lam * cost[None, :], -np.inf)
-        best = score.max(axis=1, keepdims=True)
-        choice = np.where(score >= best - 1e-12, cost[None, :], np.inf).argmin(axis=1)
-        go = ~c.passed[test, t] & (best[:, 0] > keep + 1e-12)
+        choice = _argmax_cheapest(score, np.broadcast_to(cost, score.shape))
+        go = ~c.passed[test, t] & (score.max(axis=1) > keep + 1e-12)
         acc[test] = np.where(go, p.label[test, choice], p.label[test, cot])
         tok[test] = np.where(go, c.tokens[test, t, choice], c.first_tokens[test])
         fl[test] = np.where(go, c.flops[test, t, choice], c.first_flops[test])
@@ -213,7 +212,7 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
 
 
 def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: int) -> dict[str, Any]:
-    from .curves import _hull_range
+    from .curves import _curve_summary, _hull_range
     from .rules import _allowed, _best_fixed_vector
 
     budgets, gaps, worst_hi = {}, [], np.inf
@@ -236,23 +235,12 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
         acc, tok, fl, picks, esc = at_price(lam)
         points.append({"lambda": lam, "accuracy": float(acc.mean()), "flops": float(fl.mean()),
                        "tokens": float(tok.mean()), "escalated": float(esc.mean()), "choices": picks})
-    lo, hi = _hull_range(base["curve"])
-    fixed_pts = base["curve"]["fixed"]
-    best_fixed = max(fixed_pts, key=lambda q: (q["accuracy"], -q["flops"]))
-    reach = [q for q in points if q["accuracy"] >= best_fixed["accuracy"] - 1e-12]
-    best = max(points, key=lambda q: (q["accuracy"], -q["flops"]))
     mean_gap = float(np.mean(gaps)) if gaps else None
     return {
         "budgets": budgets,
         "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
                     "meets_issue_target": bool(mean_gap is not None and mean_gap >= 0.3 and worst_hi >= 0)},
-        "curve": {"points": points,
-                  "aiq": hull_area([q["flops"] for q in points], [q["accuracy"] for q in points], lo=lo, hi=hi),
-                  "compute_multiplier_at_best_fixed_accuracy": (best_fixed["flops"] / min(q["flops"] for q in reach))
-                  if reach else None,
-                  "compute_multiplier": compute_multiplier(best["accuracy"], best["flops"],
-                                                           [q["flops"] for q in fixed_pts],
-                                                           [q["accuracy"] for q in fixed_pts])},
+        "curve": _curve_summary(points, base["curve"]["fixed"], *_hull_range(base["curve"])),
     }
 
 
@@ -286,13 +274,12 @@ def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens:
     if fits.any():
         cost = np.where(fits, p.tokens.mean(axis=0), np.inf)
         score = np.where(fits, p.pred, -np.inf)
-        best = score.max(axis=1, keepdims=True)
-        choice = np.where(score >= best - 1e-12, cost, np.inf).argmin(axis=1)
+        choice = _argmax_cheapest(score, np.broadcast_to(cost, score.shape))
         if tau is None:
             out["router"] = (p.label[rows, choice], p.tokens[rows, choice], p.flops[rows, choice],
                              np.ones(len(gate), dtype=bool))
         else:
-            go = (gate < tau) & (best[:, 0] > plan["keep_value"])
+            go = (gate < tau) & (score.max(axis=1) > plan["keep_value"])
             out["router"] = (np.where(go, p.label[rows, choice], p.label[:, cot]),
                              np.where(go, esc_t[rows, choice], first_t), np.where(go, esc_f[rows, choice], first_f), go)
     return out
