@@ -760,10 +760,14 @@ class Router:
             with self._model_lock:
                 scored = self.prm.score([(questions[i], split_steps(r[1]["candidates"][0]["text"]))
                                          for i, r in zip(gated, results)])
+            from ttsopt.search.compute import Compute
+
             prm_params = int(getattr(self.prm, "num_parameters", 0))
             for i, r, sc in zip(gated, results, scored):
                 gate = float(min(sc.scores)) if len(sc.scores) else 0.0
-                first[i] = (r, gate, {"prm_tokens": int(sc.tokens), "prm_flops": 2.0 * prm_params * int(sc.tokens)})
+                check = Compute()
+                check.add_prm(int(sc.tokens), prm_params)
+                first[i] = (r, gate, _compute_dict(check))
         doubted = [i for i in range(len(questions)) if i not in first or first[i][1] < taus[i]]
         # the escalation: the fitted strategy, or the router's choice within what is left of N
         second: dict[int, tuple] = {}
@@ -802,11 +806,7 @@ class Router:
             if i in first:
                 (answer, cot_trace, cot_compute), gate, check = first[i]
                 for k in spent:
-                    spent[k] += cot_compute.get(k, 0)
-                for k in ("prm_tokens", "tokens"):
-                    spent[k] += check["prm_tokens"]
-                for k in ("prm_flops", "flops"):
-                    spent[k] += check["prm_flops"]
+                    spent[k] += cot_compute.get(k, 0) + check[k]
                 trace["cascade"].update({"gate": gate, "kept_first_answer": i not in second})
                 trace["first"] = cot_trace
             if i in declined:
