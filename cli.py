@@ -522,7 +522,9 @@ def evaluate(
             task = bar.add_task("fits (tuned inside each)", total=settings.folds)
             from ttsopt.train.cascade import load_gates
 
-            report = run_evaluation(table, settings, probe_tables=probes, gates=load_gates(data),
+            from ttsopt.train.rest import load_rest
+
+            report = run_evaluation(table, settings, probe_tables=probes, gates=load_gates(data), rest=load_rest(data),
                                     progress=lambda d, t: bar.update(task, completed=d, total=t))
     else:
         from ttsopt.train.evaluate import evaluate_as_is
@@ -531,7 +533,9 @@ def evaluate(
         try:
             from ttsopt.train.cascade import load_gates
 
-            report = evaluate_as_is(artifact, table, gates=load_gates(data))
+            from ttsopt.train.rest import load_rest
+
+            report = evaluate_as_is(artifact, table, gates=load_gates(data), rest=load_rest(data))
         except ValueError as e:
             con.print(f"[red]error:[/] {e}")
             raise typer.Exit(2)

@@ -18,6 +18,8 @@ answer); when no candidate has one, the result's answer is ``None``.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -61,8 +63,12 @@ def extract(text: str) -> str | None:
     return extract_answer(text)
 
 
+@functools.lru_cache(maxsize=65536)
 def vote_key(answer: str | None) -> str | None:
-    """The key two answers must share to count as the same vote."""
+    """The key two answers must share to count as the same vote.
+
+    Cached: pooled estimates vote over up to 64 subsets per budget and rule, and normalising the same
+    answer strings again dominated their cost (measured: 76 of 85 s for n = 15 on 365 pools)."""
     if answer is None:
         return None
     from ttsopt.data import normalize_answer

@@ -777,7 +777,9 @@ class Router:
             for i in doubted:
                 by_key.setdefault(plans[i]["escalate"], []).append(i)
             for key, members in by_key.items():
-                results = self._run_search([questions[i] for i in members], self.strategies[self.keys.index(key)], s)
+                # a rest-of-budget escalation (pooled, n = N - 1: train/rest.py) is not in the catalogue
+                strategy = self.strategies[self.keys.index(key)] if key in self.keys else _strategy(key)
+                results = self._run_search([questions[i] for i in members], strategy, s)
                 second.update((i, (*r, None)) for i, r in zip(members, results))
         else:
             by_left: dict[Budget, list[int]] = {}
@@ -982,6 +984,12 @@ def _check_questions(questions: Sequence[str]) -> list[str]:
 def _candidate_dict(c: Any) -> dict[str, Any]:
     return {"text": c.text, "answer": c.answer, "score": c.score, "step_scores": c.step_scores,
             "finish_reason": c.finish_reason}
+
+
+def _strategy(key: str):
+    from ttsopt.search.strategy import Strategy
+
+    return Strategy.from_key(key)
 
 
 def _compute_dict(c: Any) -> dict[str, Any]:

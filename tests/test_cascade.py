@@ -110,6 +110,16 @@ def test_the_router_keeps_a_verified_cot_and_escalates_a_doubted_one(tmp_path):
     assert escalated.compute["tokens"] > kept.compute["tokens"]
 
 
+def test_a_rest_of_budget_escalation_outside_the_catalogue_runs_online(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    assert "majority:n=7" not in router.keys  # the sweep ran n = 1, 2, 4, 8, 16 only
+    router.cascade["budgets"]["8"] = {"tau": 0.5, "escalate": "majority:n=7", "train_accuracy": 0.6,
+                                      "router_tau": 0.5, "keep_value": 0.0}
+    escalated = router.solve("What is 21 + 4 * 6?", Budget(n=8), cascade="fitted")
+    assert escalated.trace["escalation"]["strategy"] == "majority:n=7"
+    assert len(escalated.trace["escalation"]["candidates"]) == 7  # the CoT was the 8th generation
+
+
 def test_the_cascade_takes_a_budget_of_generations_and_a_router_that_has_one(tmp_path):
     router = rf.tiny_router(tmp_path, probe=False)
     with pytest.raises(RouterError, match="per budget N"):
@@ -178,3 +188,34 @@ def test_a_saved_cascade_on_unseen_data_runs_as_the_router_would():
     plain = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=1)
     assert plain["fitted"][0].tolist() == p.label[:, 0].tolist()  # N = 1: the CoT alone
     assert cascade_as_is(p, {"budgets": {"8": entry["budgets"]["8"]}}, GATE, PRM_TOKENS, np.zeros(4), PROMPT, 4) is None
+
+
+def test_rest_of_budget_options_widen_the_escalation_but_not_the_baselines():
+    """with_rest adds pooled n = N - 1 strategies as escalation options: at N = 4 the cascade may run
+    CoT + Best-of-3, the fixed strategies stay the sweep's, and the router never picks an option it
+    has no prediction for."""
+    import pandas as pd
+
+    from ttsopt.train.cascade import with_rest
+
+    p = tiny_pair()
+    p.extra["problem_ids"] = ["a", "b", "c", "d"]
+    key = "best_of_n:n=3,agg=min,vote=prm_vote"
+    rest = pd.DataFrame({"policy": "x", "prm": "calc", "problem_id": ["a", "b", "c", "d"], "strategy": key, "n": 3,
+                         "label": [0.0, 1.0, 0.0, 1.0], "tokens": 80.0, "flops": 2 * PARAMS * 70.0})
+    wide = with_rest(p, rest, "x", "calc")
+    assert wide.strategies == [*STRATS, key] and wide.n.tolist() == [1, 4, 3]
+    assert np.isnan(wide.pred[:, 2]).all() and p.label.shape == (4, 2)  # p itself is unchanged
+    assert with_rest(p, rest, "x", "judge:x") is p  # no rows for that pair
+    assert with_rest(p, rest.iloc[:3], "x", "calc") is p  # a problem without its pool: no options at all
+    base = {"budgets": {"4": {"oracle": {"accuracy": 1.0}}},
+            "curve": {"router": [{"flops": 5e7, "accuracy": 0.5}], "per_level_rule": [{"flops": 5e7, "accuracy": 0.5}],
+                      "fixed": [{"strategy": s, "flops": float(p.flops[:, i].mean()),
+                                 "accuracy": float(p.label[:, i].mean())} for i, s in enumerate(STRATS)]}}
+    out = evaluate_cascade(p, GATE, PRM_TOKENS, np.zeros(4), PROMPT, base=base, options=wide)
+    at4 = out["plain"]["budgets"]["4"]
+    # CoT kept where the check passes (right), Best-of-3 where it fails (right): every problem right
+    assert at4["accuracy"] == 1.0 and {c["escalate"] for c in at4["choices"]} == {key}
+    assert at4["tokens"] == pytest.approx(np.mean([33.0, 33.0 + 80 - 20] * 2))
+    assert at4["best_fixed_with_rest"] == at4["accuracy"] - at4["diff_vs_best_fixed"]  # Best-of-4 either way
+    assert all(c["escalate"] == "router" for c in out["router"]["budgets"]["4"]["choices"])

@@ -525,3 +525,29 @@ def test_offline_probe_features_equal_the_online_probe_of_the_same_samples(tmp_p
             for col, value in expected.items():
                 got = row.iloc[0][col]
                 assert (got == value) or (pd.isna(got) and pd.isna(value)), (problem.id, k, col)
+
+
+def test_the_rest_of_the_budget_is_estimated_from_the_pools_as_the_sweep_estimates_its_own_budgets(tmp_path):
+    """train/rest.py: at a budget the sweep ran, the derived pooled rows are the sweep's rows exactly
+    (label, tokens, FLOPs); at n = N - 1 it ran none, every pooled rule gets a row per problem."""
+    import numpy as np
+
+    from ttsopt.train.labels import strategy_labels
+    from ttsopt.train.rest import rest_of_budget
+    from ttsopt.train.snapshot import export_snapshot, read_table
+
+    probs, policy = _problems(8)
+    store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
+    snap = tmp_path / "snap"
+    export_snapshot(store, snap)
+    swept = strategy_labels(read_table(snap, "outcomes"))
+    again = rest_of_budget(snap, ns=(2, 4)).merge(swept, on=["policy", "prm", "problem_id", "strategy"],
+                                                  suffixes=("", "_sweep"))
+    assert len(again) == len(probs) * 2 * 3  # 2 budgets x (majority + 2 Best-of-N votes)
+    for col in ("label", "tokens", "flops"):
+        assert np.allclose(again[col], again[f"{col}_sweep"], rtol=1e-12, atol=0), col
+    rest = rest_of_budget(snap, ns=(3,))
+    assert sorted(rest["strategy"].unique()) == ["best_of_n:n=3,agg=last,vote=prm_max",
+                                                 "best_of_n:n=3,agg=last,vote=prm_vote", "majority:n=3"]
+    assert len(rest) == len(probs) * 3 and rest["label"].between(0, 1).all()
+    assert not rest["strategy"].isin(swept["strategy"]).any()

@@ -103,13 +103,14 @@ def search_settings(folders: Sequence[str | Path], table: pd.DataFrame, settings
 def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, *, search: Mapping[str, Any],
                  snapshots: Sequence[str | Path] = (), storage: str | None = None,
                  progress: Callable[[int, int], None] | None = None, fit: FitResult | None = None,
-                 gates: pd.DataFrame | None = None) -> dict[str, Any]:
+                 gates: pd.DataFrame | None = None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
     """Tune and fit on a training table, save the artifact under ``out``; returns its manifest.
 
     ``search`` is :func:`search_settings` (tests pass their own for a synthetic table); ``fit``, a
     model fitted already (``fit_fixed``: tests that need an artifact in a fraction of a second), skips
     the tuning. ``gates`` (:func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
-    per pair that has them (``manifest["cascade"]``).
+    per pair that has them (``manifest["cascade"]``), escalating within the rest of the budget
+    where ``rest`` (:func:`~ttsopt.train.rest.load_rest`) has the pooled options at n = N - 1.
     """
     from .cascade import fit_cascade
 
@@ -130,7 +131,7 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
                           "questions": int(table["question_key"].nunique()),
                           "question_keys": sorted(table["question_key"].unique().tolist())},
         "study": storage,
-        "cascade": fit_cascade(table, gates),
+        "cascade": fit_cascade(table, gates, rest),
     }
     save_artifact(out, fit.booster, fit.pipeline, manifest)
     return manifest
@@ -144,11 +145,12 @@ def train_router(folders: Sequence[str | Path], out: str | Path, settings: Train
     ``gate_models``: also score the stored CoTs with PRMs that have weights (loaded on ``device``), so
     that their pairs get a cascade; a PRM without parameters (calc) always does."""
     from .cascade import load_gates
+    from .rest import load_rest
 
     table = load_training_table(folders, probe_k=settings.probe_k)
     return write_router(table, out, settings, search=search_settings(folders, table, settings), snapshots=folders,
                         storage=storage, progress=progress,
-                        gates=load_gates(folders, score_models=gate_models, device=device))
+                        gates=load_gates(folders, score_models=gate_models, device=device), rest=load_rest(folders))
 
 
 __all__ = ["SEARCH_FIELDS", "catalogue", "search_settings", "train_router", "write_router"]

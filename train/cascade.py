@@ -28,7 +28,7 @@ have to be loaded and run over the snapshot's CoTs, which this module refuses un
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,7 +178,8 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
         keep = float(p.label[failed_train, cot].mean()) if len(failed_train) else 0.0
         cost = (c.tokens[train, t, :] - c.first_tokens[train, None])[~c.passed[train, t]].mean(axis=0) \
             if len(failed_train) else p.tokens[train].mean(axis=0)
-        score = np.where(fits[None, :], p.pred[test] - lam * cost[None, :], -np.inf)
+        pred = np.nan_to_num(p.pred[test], nan=-np.inf)  # rest-of-budget options: no prediction, never routed to
+        score = np.where(fits[None, :], pred - lam * cost[None, :], -np.inf)
         choice = _argmax_cheapest(score, np.broadcast_to(cost, score.shape))
         go = ~c.passed[test, t] & (score.max(axis=1) > keep + 1e-12)
         acc[test] = np.where(go, p.label[test, choice], p.label[test, cot])
@@ -189,12 +190,36 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     return acc, tok, fl, picks, esc
 
 
+def with_rest(p: _Pair, rest: pd.DataFrame | None, policy: str, prm: str) -> _Pair:
+    """``p`` with the rest-of-budget options (:mod:`.rest`: pooled strategies at n = N - 1) as extra
+    strategy columns, without predictions (NaN); ``p`` itself when ``rest`` has none for the pair or
+    lacks one of its problems."""
+    if rest is None or not len(rest):
+        return p
+    r = rest[(rest["policy"] == policy) & (rest["prm"] == prm) & ~rest["strategy"].isin(p.strategies)]
+    if r.empty:
+        return p
+    keys = sorted(r["strategy"].unique())
+    piv = {col: r.pivot(index="problem_id", columns="strategy", values=col).reindex(
+        index=p.extra["problem_ids"], columns=keys).to_numpy(dtype=float) for col in ("label", "tokens", "flops")}
+    if np.isnan(piv["label"]).any():
+        return p
+    n = r.drop_duplicates("strategy").set_index("strategy").loc[keys, "n"].to_numpy()
+    return replace(p, strategies=[*p.strategies, *keys], n=np.concatenate([p.n, n]),
+                   label=np.hstack([p.label, piv["label"]]), pred=np.hstack([p.pred, np.full(piv["label"].shape, np.nan)]),
+                   tokens=np.hstack([p.tokens, piv["tokens"]]), flops=np.hstack([p.flops, piv["flops"]]))
+
+
 def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
-                     prompt: np.ndarray, *, base: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+                     prompt: np.ndarray, *, base: dict[str, Any], seed: int = 0,
+                     options: _Pair | None = None) -> dict[str, Any]:
     """The cascade per budget N (beside ``base``'s best fixed and oracle) and on the compute axis,
-    with its escalation chosen per fold (``plain``) and per problem by the router (``router``)."""
+    with its escalation chosen per fold (``plain``) and per problem by the router (``router``).
+    ``options`` is ``p`` with more escalation strategies (:func:`with_rest`); the baselines stay ``p``'s."""
     if "cot" not in p.strategies:
         raise ValueError(f"{p.name}: the cascade needs the CoT strategy in the catalogue")
+    wide = options if options is not None else p
+    base_p, p = p, wide
     c = _matrices(p, gate, prm_tokens, prm_flops, prompt)
     everything = np.ones_like(c.n, dtype=bool)
     variants = {
@@ -202,7 +227,7 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   lambda lam: _apply(c, p, lambda tr: _choose(c, tr, everything, lam))),
         "router": (lambda budget: _routed(c, p, budget), lambda lam: _routed(c, p, 10 ** 9, lam)),
     }
-    out = {name: _variant_report(p, base, at_budget, at_price, seed)
+    out = {name: _variant_report(base_p, base, at_budget, at_price, seed, wide=p)
            for name, (at_budget, at_price) in variants.items()}
     cot = p.label[:, p.strategies.index("cot")]
     out["gate"] = {"by_score": {f"{v:g}": {"problems": int((gate == v).sum()),
@@ -211,7 +236,11 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
     return out
 
 
-def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: int) -> dict[str, Any]:
+def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: int,
+                    wide: _Pair | None = None) -> dict[str, Any]:
+    """One cascade variant against ``p``'s best fixed strategy per N; with ``wide`` (``p`` plus the
+    rest-of-budget options) also the best fixed strategy over those (``best_fixed_with_rest``), to
+    show that the baseline does not gain from them."""
     from .curves import _curve_summary, _hull_range
     from .rules import _allowed, _best_fixed_vector
 
@@ -227,6 +256,9 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
         budgets[str(budget)] = {"accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
                                 "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"], "gap_recovered": gap,
                                 "escalated": float(esc.mean()), "choices": picks}
+        if wide is not None and wide is not p:
+            budgets[str(budget)]["best_fixed_with_rest"] = float(
+                _best_fixed_vector(wide, _allowed(wide, budget, 0)).mean())
         if gap == gap:
             gaps.append(gap)
         worst_hi = min(worst_hi, ci["hi"])
@@ -309,7 +341,7 @@ def _router_gate(c: _Cascade, p: _Pair, rows: np.ndarray, budget: int) -> dict[s
     return {"router_tau": float(c.taus[t]), "keep_value": keep}
 
 
-def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, Any]:
+def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
     """Per pair with gate scores, the cascade fitted on every training problem: for each budget N,
     the threshold τ (None: no CoT first) and the escalation strategy, with their training accuracy
     and mean compute (``manifest["cascade"]``; the Router runs it online, :meth:`Router.solve_many`)."""
@@ -326,6 +358,7 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, An
         vec = gate_vectors(gates, policy, prm, p.extra["problem_ids"])
         if vec is None:
             continue
+        p = with_rest(p, rest, policy, prm)
         c = _matrices(p, *vec)
         rows = np.arange(len(p.fold))
         budgets = {}
@@ -346,4 +379,4 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, An
 
 
 __all__ = ["CASCADE_LAMBDAS", "cascade_as_is", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
-           "load_gates"]
+           "load_gates", "with_rest"]

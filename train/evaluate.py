@@ -34,7 +34,8 @@ from ttsopt.search.pairs import Pair
 from ttsopt.selector.pipeline import ORACLE_COLUMNS, PROBE_FEATURES
 
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
-from .cascade import evaluate_cascade, gate_vectors, load_gates
+from .cascade import evaluate_cascade, gate_vectors, load_gates, with_rest
+from .rest import load_rest
 from .crossfit import (CrossFit, _folds_like, _with_probe_columns, cross_fit, cross_fit_nested,  # noqa: F401
                        load_probe_tables)
 from .curves import LAMBDAS, _curve_summary, _curves, _hull_range  # noqa: F401
@@ -94,7 +95,8 @@ def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
     report = {"budgets": budgets, "curve": _curves(p), "brier": brier(p.pred.ravel(), p.label.ravel())}
     report.update(_extended(p, report, seed))
     if p.extra.get("gate") is not None and "cot" in p.strategies:
-        report["cascade"] = evaluate_cascade(p, *p.extra["gate"], base=report, seed=seed)
+        report["cascade"] = evaluate_cascade(p, *p.extra["gate"], base=report, seed=seed,
+                                             options=p.extra.get("cascade_options"))
     return report
 
 
@@ -168,7 +170,7 @@ def _extended(p: _Pair, base: dict[str, Any], seed: int) -> dict[str, Any]:
 def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
              probe_tables: Mapping[int, pd.DataFrame] | None = None, min_problems: int = MIN_PROBLEMS,
              lopo: bool = True, lopo_calibration: int = LOPO_CALIBRATION,
-             gates: pd.DataFrame | None = None) -> dict[str, Any]:
+             gates: pd.DataFrame | None = None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
     """The whole cross-fitted evaluation as one JSON-able dict (``eval.json``).
 
     ``probe_tables`` (probe k -> the training table loaded with ``probe_k=k``) adds a router
@@ -177,7 +179,8 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
     train the models but are not evaluated (listed under ``skipped_pairs``). ``lopo`` adds
     the leave-one-pair-out evaluation (:func:`leave_one_pair_out`). ``gates`` (per problem, the PRM's
     score of the stored CoT: :func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
-    (:mod:`.cascade`) to every pair it covers.
+    (:mod:`.cascade`) to every pair it covers; ``rest`` (:func:`~ttsopt.train.rest.load_rest`: pooled
+    strategies at n = N - 1 from the pools) widens the cascade's escalation to the rest of the budget.
     """
     start = time.perf_counter()
     leaks = [c for c in ORACLE_COLUMNS if c in settings.to_dict()]
@@ -213,6 +216,7 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
         policy, prm = _pair_keys(t, p.name)
         if gates is not None and len(gates):
             p.extra["gate"] = gate_vectors(gates, policy, prm, p.extra["problem_ids"])
+            p.extra["cascade_options"] = with_rest(p, rest, policy, prm)
         for k, pt in probe_tables.items():
             per = pt[(pt["policy"] == policy) & (pt["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
             p.extra[f"probe_features_k{k}"] = per.reindex(p.extra["problem_ids"])[list(PROBE_FEATURES)].to_numpy(
@@ -246,7 +250,7 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
 
 
 def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
-                   gates: pd.DataFrame | None = None) -> dict[str, Any]:
+                   gates: pd.DataFrame | None = None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
     """The saved router on data it never saw (another snapshot, a new pair), as it is.
 
     The best fixed strategy is the one with the best accuracy on the router's training data
@@ -291,7 +295,8 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
             entry = (artifact.manifest.get("cascade") or {}).get(p.name)
             vec = None if gates is None or entry is None or not len(gates) else gate_vectors(
                 gates, *_pair_keys(t, p.name), p.extra["problem_ids"])
-            cascade = cascade_as_is(p, entry, *vec, budget) if vec is not None else None
+            cascade = cascade_as_is(with_rest(p, rest, *_pair_keys(t, p.name)), entry, *vec, budget) \
+                if vec is not None else None
             for mode, (acc, tok, fl, esc) in (cascade or {}).items():
                 ci = paired_bootstrap(acc, fixed, seed=seed)
                 budgets[str(budget)][f"cascade_{mode}"] = {
@@ -337,7 +342,7 @@ def _main(argv: list[str] | None = None) -> None:
     settings = TrainSettings(trials=args.trials, folds=args.folds, seed=args.seed)
     start = time.perf_counter()
     report = evaluate(table, settings, probe_tables=probes, min_problems=args.min_problems, lopo=not args.no_lopo,
-                      gates=load_gates(args.data),
+                      gates=load_gates(args.data), rest=load_rest(args.data),
                       progress=lambda d, n: print(f"fit {d}/{n} ({time.perf_counter() - start:.0f} s)", flush=True))
     report["probe_missing"] = {str(k): v for k, v in missing.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),

@@ -182,7 +182,7 @@ def _die_with_parent() -> None:
 
 
 #: Bumped when the evaluation gains a section, so that an older eval.json is recomputed.
-EVAL_FORMAT = 2
+EVAL_FORMAT = 3
 
 
 def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
@@ -201,6 +201,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     from ttsopt.selector.artifact import ArtifactError, load_artifact
     from ttsopt.train.build import train_router
     from ttsopt.train.cascade import load_gates
+    from ttsopt.train.rest import load_rest
     from ttsopt.train.evaluate import evaluate, markdown
     from ttsopt.train.table import load_training_table, table_hash
     from ttsopt.train.tuning import TrainSettings
@@ -244,7 +245,8 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     else:
         # one pair, so no leave-one-pair-out; every pair with a problem per fold is evaluated
         report = evaluate(table, train_settings, progress=stages.counter("fits (tuned inside each)", settings.folds),
-                          min_problems=settings.folds, lopo=False, gates=load_gates([snapshot]))
+                          min_problems=settings.folds, lopo=False, gates=load_gates([snapshot]),
+                          rest=load_rest([snapshot]))
         report["eval_format"] = EVAL_FORMAT
         report["router"] = str(router)
         report["training_data_hash"] = data_hash
