@@ -108,6 +108,11 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
                              f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {base[n]['oracle']['accuracy']:.3f} | "
                              f"{b['gap_recovered']:+.2f} | {b['escalated']:.0%} | "
                              f"{base[n]['best_fixed']['flops'] / 1e9:.0f} → {b['flops'] / 1e9:.0f} | {'; '.join(picks)} |")
+    with_rest = [f"{name} N = {n}: {b['best_fixed_with_rest']:.3f}" for name, c in pairs.items()
+                 for n, b in c["plain"]["budgets"].items() if "best_fixed_with_rest" in b]
+    if with_rest:
+        lines += ["", "The escalation may use pooled strategies at n = N - 1 (train/rest.py); the best fixed strategy "
+                  "chosen on the training folds with those added to the catalogue: " + "; ".join(with_rest)]
     lines += ["", "| pair | variant | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
               "AIQ | compute × at best-fixed accuracy | (AIQ: router, per-level rule, fixed, oracle) |",
               "|---|---|---|---|---|---|---|---|"]
