@@ -569,12 +569,14 @@ class Router:
             reuse = np.broadcast_to(r, (q, len(self.keys))).copy()
         return tokens, flops, reuse
 
-    def _decide(self, pred: np.ndarray, tokens: np.ndarray, flops: np.ndarray,
-                budget: Budget) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(chosen index per question, fits mask, reached or None)."""
+    def _decide(self, pred: np.ndarray, tokens: np.ndarray, flops: np.ndarray, budget: Budget,
+                blocked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(chosen index per question, fits mask, reached or None); ``blocked`` strategies are never chosen."""
+        if blocked is not None and blocked.any():
+            tokens, flops = np.where(blocked, np.inf, tokens), np.where(blocked, np.inf, flops)
         kind = budget.kind
         if kind == "n":
-            allowed = np.broadcast_to(self.n <= budget.n, pred.shape)
+            allowed = np.broadcast_to(self.n <= budget.n, pred.shape) & np.isfinite(tokens)
             idx = decide.within_budget(pred, np.where(allowed, tokens, np.inf), np.inf)
             return idx, allowed, None
         if kind in ("tokens", "flops"):
@@ -589,14 +591,15 @@ class Router:
         raw = self._raw_embeddings(questions) if self.n_emb else None
         return self._question_block(questions, raw, probes), probes
 
-    def _route(self, questions: Sequence[str], budget: Budget) -> tuple[list[Decision], list[_Probe] | None]:
+    def _route(self, questions: Sequence[str], budget: Budget,
+               exclude: Sequence[str] = ()) -> tuple[list[Decision], list[_Probe] | None]:
         budget = self._check_budget(budget)
         questions = _check_questions(questions)
         if not questions:
             return [], None
         start = time.perf_counter()
         block, probes = self._features(questions)
-        return self._route_block(questions, block, probes, budget, start), probes
+        return self._route_block(questions, block, probes, budget, start, exclude), probes
 
     def route_features(self, questions: Sequence[str], block: np.ndarray, budget: Budget,
                        probes: Sequence[Any] | None = None) -> list[Decision]:
@@ -614,10 +617,11 @@ class Router:
         """``(block, probes)``: every question's model inputs that depend on it (the probe runs here)."""
         return self._features(_check_questions(questions))
 
-    def _route_block(self, questions, block, probes, budget, start) -> list[Decision]:
+    def _route_block(self, questions, block, probes, budget, start, exclude: Sequence[str] = ()) -> list[Decision]:
         pred = self.predict(block)
         tokens, flops, reuse = self._costs(probes, len(questions))
-        idx, fits, reached = self._decide(pred, tokens, flops, budget)
+        blocked = np.isin(np.array(self.keys), list(exclude)) if exclude else None
+        idx, fits, reached = self._decide(pred, tokens, flops, budget, blocked)
         decisions = [self._decision(q, i, block[i], pred[i], tokens[i], flops[i], reuse[i], fits[i], int(idx[i]),
                                     None if reached is None else bool(reached[i]), budget,
                                     probes[i] if probes else None, 0.0)
@@ -782,11 +786,12 @@ class Router:
                 results = self._run_search([questions[i] for i in members], strategy, s)
                 second.update((i, (*r, None)) for i, r in zip(members, results))
         else:
-            by_left: dict[Budget, list[int]] = {}
+            by_left: dict[tuple[Budget, bool], list[int]] = {}
             for i in doubted:
-                by_left.setdefault(Budget(n=budgets[i].n - (1 if i in first else 0)), []).append(i)
-            for left, members in by_left.items():
-                ds, ps = self._route([questions[i] for i in members], left)
+                by_left.setdefault((Budget(n=budgets[i].n - (1 if i in first else 0)), i in first), []).append(i)
+            for (left, after_cot), members in by_left.items():
+                # after the greedy CoT, never the greedy CoT again: the same answer (as train/cascade.py's _routed)
+                ds, ps = self._route([questions[i] for i in members], left, exclude=("cot",) if after_cot else ())
                 run = []
                 for j, i in enumerate(members):
                     keep = plans[i]["keep_value"] if i in first else -math.inf

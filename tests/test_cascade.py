@@ -153,6 +153,9 @@ def test_with_the_router_escalating_a_doubted_cot_only_where_a_search_is_predict
     assert acc.tolist() == [1.0, 1.0, 1.0, 0.0]
     assert tokens.tolist() == [33.0, 113.0, 33.0, 33.0]
     assert all(q["tau"] == 0.5 and q["keep_value"] == 0.0 for q in picks)
+    # the greedy CoT again would be the same answer: never the escalation, however high its prediction
+    p.pred[:, 0] = 1.0
+    assert _routed(c, p, budget=8)[4].tolist() == [False, True, False, False]
 
 
 def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_decline(tmp_path):
@@ -163,6 +166,8 @@ def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_declin
     assert sol.trace["cascade"]["mode"] == "router" and sol.trace["cascade"]["kept_first_answer"] is False
     assert sol.decision.budget == Budget(n=7)  # the CoT was one of the 8 generations
     assert sol.decision.chosen.n <= 7 and sol.decision.predicted_accuracy > 0.0
+    assert sol.decision.strategy != "cot"  # after the greedy CoT, never the greedy CoT again
+    assert next(c for c in sol.decision.candidates if c.strategy == "cot").fits is False
     # keeping the CoT is worth more than anything predicted: the router declines, nothing more runs
     router.cascade["budgets"]["8"]["keep_value"] = 1.0
     kept = router.solve(hard, Budget(n=8), cascade=True)
@@ -219,3 +224,11 @@ def test_rest_of_budget_options_widen_the_escalation_but_not_the_baselines():
     assert at4["tokens"] == pytest.approx(np.mean([33.0, 33.0 + 80 - 20] * 2))
     assert at4["best_fixed_with_rest"] == at4["accuracy"] - at4["diff_vs_best_fixed"]  # Best-of-4 either way
     assert all(c["escalate"] == "router" for c in out["router"]["budgets"]["4"]["choices"])
+    # a saved plan that escalates to it runs on unseen data; the router mode there never picks it
+    from ttsopt.train.cascade import cascade_as_is
+
+    plan = {"budgets": {"4": {"tau": 0.5, "escalate": key, "router_tau": 0.5, "keep_value": -1.0}}}
+    as_is = cascade_as_is(wide, plan, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=4)
+    assert as_is["fitted"][0].tolist() == [1.0] * 4
+    assert as_is["router"][0].tolist() == [1.0, 0.0, 1.0, 0.0]  # nothing but the CoT fits N - 1 = 3 among
+    # the predicted strategies (Best-of-4 is 4, the CoT again is excluded): doubted CoTs are kept

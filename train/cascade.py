@@ -164,6 +164,7 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     gated = c.n <= budget
     gated[-1] = False
     fits = p.n + 1 <= budget
+    fits[cot] = False  # the greedy CoT again is the same answer
     for f in np.unique(p.fold):
         train, test = idx[p.fold != f], idx[p.fold == f]
         if not gated.any() or not fits.any():  # no CoT-then-search fits: the plain cascade's choice
@@ -303,9 +304,11 @@ def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens:
                              np.where(kept, first_f, esc_f[:, s]), ~kept)
     tau = plan.get("router_tau")
     fits = p.n <= (budget - 1 if tau is not None else budget)
+    if tau is not None:
+        fits[cot] = False  # after the greedy CoT, never the greedy CoT again
     if fits.any():
         cost = np.where(fits, p.tokens.mean(axis=0), np.inf)
-        score = np.where(fits, p.pred, -np.inf)
+        score = np.where(fits, np.nan_to_num(p.pred, nan=-np.inf), -np.inf)  # rest-of-budget options: no prediction
         choice = _argmax_cheapest(score, np.broadcast_to(cost, score.shape))
         if tau is None:
             out["router"] = (p.label[rows, choice], p.tokens[rows, choice], p.flops[rows, choice],
