@@ -661,8 +661,9 @@ def _online_command(solve: bool, batch_default: int, batch_help: str, json_help:
         trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
                                           "trained models' (you vouch they are the same weights)"),
         cascade: Optional[str] = typer.Option(None, help="solve only: verify first (the greedy CoT, checked by the "
-                                              "PRM); where the check fails, `router` routes within the N - 1 left, "
-                                              "`fitted` runs the search fitted for N; needs --budget N"),
+                                              "PRM); where the check fails, `binned` runs the search fitted for the "
+                                              "question's bin of predicted CoT accuracy, `fitted` the one fitted "
+                                              "for N, `router` routes within the N - 1 left; needs --budget N"),
     ) -> None:
         _online(solve, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
                 batch, resume, as_json, seed, trust_models, cascade)

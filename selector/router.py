@@ -66,7 +66,9 @@ from .rows import RAW_EMB_PREFIX, candidate_frame, text_matrix
 #: Methods whose N samples are i.i.d. draws of one pool, so a probe's samples can be among them.
 REUSING_METHODS = ("majority", "best_of_n")
 #: How the cascade escalates a CoT its PRM doubts: the router decides, or the strategy fitted per budget.
-CASCADE_MODES = ("router", "fitted")
+#: How the verify-first cascade escalates (``Router.solve(..., cascade=...)``); ``True`` is ``"binned"``
+#: where the artifact has bins (routers trained without probes), else ``"fitted"``.
+CASCADE_MODES = ("binned", "fitted", "router")
 #: Raw embeddings kept in memory per router (questions repeat in production traffic).
 EMBEDDING_CACHE_SIZE = 4096
 _BACKEND_PREFIX = re.compile(r"^(?:llamacpp|hf|vllm|openai|judge):")
@@ -697,11 +699,14 @@ class Router:
 
         ``cascade`` runs the verify-first cascade fitted at training time (``manifest["cascade"]``,
         :mod:`ttsopt.train.cascade`) instead of the model's argmax: the greedy CoT, scored by the
-        PRM, kept when its lowest step score reaches the fitted τ. Where it does not,
-        ``"router"`` (or ``True``) routes the question within the N - 1 generations left and runs
-        the choice only if its predicted accuracy beats keeping the CoT (the CoT's training accuracy
-        where its check failed); ``"fitted"`` runs the escalation strategy fitted for the budget.
-        It is fitted per budget N, so it takes a budget of ``n``.
+        PRM, kept when its lowest step score reaches the fitted τ, else escalated. ``"binned"``
+        (``True`` where the artifact has bins) takes τ and the escalation fitted for the question's bin
+        of the router's predicted CoT accuracy (the measured best on the accuracy-against-compute
+        curve: benchmarks/results/selector/arith-router-eval.md); ``"fitted"`` (``True`` otherwise)
+        the ones fitted for the budget; ``"router"`` routes a doubted question within the N - 1
+        generations left and runs the choice only if its predicted accuracy beats keeping the CoT
+        (the CoT's training accuracy where its check failed). It is fitted per budget N, so it
+        takes a budget of ``n``.
         """
         questions = _check_questions(questions)
         if not questions:
@@ -711,7 +716,8 @@ class Router:
             raise RouterError(f"{len(budgets)} budgets for {len(questions)} questions")
         start = time.perf_counter()
         if cascade:
-            mode = "router" if cascade is True else cascade
+            mode = cascade if cascade is not True else (
+                "binned" if (self.cascade or {}).get("bins") else "fitted")
             if mode not in CASCADE_MODES:
                 raise RouterError(f"cascade must be True or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
             return self._solve_cascade(questions, [self._check_budget(b) for b in budgets], start, mode)
@@ -748,12 +754,27 @@ class Router:
                               f"(fitted: {', '.join(sorted(entry['budgets'], key=int))})")
         return {"n": fitted[-1], **entry["budgets"][str(fitted[-1])]}
 
+    def _binned_plans(self, questions: list[str], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each question's plan for its bin of the router's predicted CoT accuracy (computed from its
+        text before anything runs; ``manifest["cascade"][pair]["bins"]``)."""
+        bins = (self.cascade or {}).get("bins")
+        if not bins:
+            raise RouterError(f"{self.path}: this router's cascade has no bins (trained with probes, or by an "
+                              "older ttsopt): use cascade='fitted' or 'router', or retrain")
+        block, _ = self._features(questions)
+        score = self.predict(block)[:, self.keys.index("cot")]
+        which = np.searchsorted(np.asarray(bins["edges"], dtype=float), score, side="right")
+        return [{"n": plan["n"], **bins["budgets"][str(plan["n"])][int(b)], "bin": int(b),
+                 "predicted_cot_accuracy": float(sc)} for plan, b, sc in zip(plans, which, score)]
+
     def _solve_cascade(self, questions: list[str], budgets: list[Budget], start: float,
                        mode: str) -> list[Solution]:
         from ttsopt.search.types import split_steps
 
         s = self._search_settings()
         plans = [self.cascade_plan(b) for b in budgets]
+        if mode == "binned":
+            plans = self._binned_plans(questions, plans)
         taus = [p.get("router_tau" if mode == "router" else "tau") for p in plans]
         # the first answer and the PRM's check of it
         first: dict[int, tuple] = {}
@@ -776,7 +797,7 @@ class Router:
         # the escalation: the fitted strategy, or the router's choice within what is left of N
         second: dict[int, tuple] = {}
         declined: dict[int, dict] = {}
-        if mode == "fitted":
+        if mode != "router":
             by_key: dict[str, list[int]] = {}
             for i in doubted:
                 by_key.setdefault(plans[i]["escalate"], []).append(i)
@@ -808,7 +829,9 @@ class Router:
             spent = {k: 0.0 for k in ("prompt_tokens", "generated_tokens", "prm_tokens", "tokens", "policy_flops",
                                       "prm_flops", "flops", "context_tokens")}
             trace: dict[str, Any] = {"cascade": {"mode": mode, "fitted_n": plan["n"], "tau": taus[i],
-                                                 "escalate_to": plan["escalate"] if mode == "fitted" else "router"}}
+                                                 "escalate_to": plan["escalate"] if mode != "router" else "router",
+                                                 **({k: plan[k] for k in ("bin", "predicted_cot_accuracy")}
+                                                    if mode == "binned" else {})}}
             answer, decision = None, None
             if i in first:
                 (answer, cot_trace, cot_compute), gate, check = first[i]

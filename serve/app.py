@@ -168,7 +168,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
                                "/v1/chat/completions")
         if cascade and cascade is not True and cascade not in CASCADE_MODES:
             raise RequestError(f"cascade must be true, false or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
-        solve_key = ("solve", "cascade", "router" if cascade is True else cascade) if cascade else ("solve",)
+        solve_key = ("solve", "cascade", cascade) if cascade else ("solve",)  # True: the router's default mode
         key, payloads = (solve_key, [(q, budget) for q in questions]) if op == "solve" else \
             (("route", budget), list(questions))
         try:

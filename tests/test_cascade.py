@@ -162,7 +162,7 @@ def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_declin
     router = rf.tiny_router(tmp_path, probe=False)
     hard = "What is 21 + 4 * 6?"  # the scripted greedy CoT is wrong, and calc says so
     router.cascade["budgets"]["8"] = {"tau": None, "escalate": "cot", "router_tau": 0.5, "keep_value": 0.0}
-    sol = router.solve(hard, Budget(n=8), cascade=True)
+    sol = router.solve(hard, Budget(n=8), cascade="router")
     assert sol.trace["cascade"]["mode"] == "router" and sol.trace["cascade"]["kept_first_answer"] is False
     assert sol.decision.budget == Budget(n=7)  # the CoT was one of the 8 generations
     assert sol.decision.chosen.n <= 7 and sol.decision.predicted_accuracy > 0.0
@@ -170,7 +170,7 @@ def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_declin
     assert next(c for c in sol.decision.candidates if c.strategy == "cot").fits is False
     # keeping the CoT is worth more than anything predicted: the router declines, nothing more runs
     router.cascade["budgets"]["8"]["keep_value"] = 1.0
-    kept = router.solve(hard, Budget(n=8), cascade=True)
+    kept = router.solve(hard, Budget(n=8), cascade="router")
     assert kept.trace["cascade"]["kept_first_answer"] is True and "escalation" not in kept.trace
     assert kept.trace["cascade"]["router_declined"]["keep_value"] == 1.0
     assert kept.compute["generated_tokens"] == len(kept.trace["first"]["candidates"][0]["text"].split())
@@ -190,6 +190,12 @@ def test_a_saved_cascade_on_unseen_data_runs_as_the_router_would():
     assert acc.tolist() == [1.0] * 4 and tokens.tolist() == [33.0, 113.0, 33.0, 113.0]
     acc, tokens, _, escalated = out["router"]
     assert escalated.tolist() == [False, True, False, False] and acc.tolist() == [1.0, 1.0, 1.0, 0.0]
+    # binned: the plan of each problem's bin of the router's predicted CoT accuracy
+    p.pred[:, 0] = [0.0, 1.0, 0.0, 1.0]
+    entry["bins"] = {"edges": [0.5], "budgets": {"8": [{"tau": None, "escalate": STRATS[1]},
+                                                      {"tau": 0.5, "escalate": STRATS[1]}]}}
+    acc, tokens, _, escalated = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=8)["binned"]
+    assert acc.tolist() == [0.0, 1.0, 1.0, 1.0] and tokens.tolist() == [100.0, 113.0, 100.0, 113.0]
     plain = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=1)
     assert plain["fitted"][0].tolist() == p.label[:, 0].tolist()  # N = 1: the CoT alone
     assert cascade_as_is(p, {"budgets": {"8": entry["budgets"]["8"]}}, GATE, PRM_TOKENS, np.zeros(4), PROMPT, 4) is None
@@ -232,3 +238,61 @@ def test_rest_of_budget_options_widen_the_escalation_but_not_the_baselines():
     assert as_is["fitted"][0].tolist() == [1.0] * 4
     assert as_is["router"][0].tolist() == [1.0, 0.0, 1.0, 0.0]  # nothing but the CoT fits N - 1 = 3 among
     # the predicted strategies (Best-of-4 is 4, the CoT again is excluded): doubted CoTs are kept
+
+
+def _two_kinds_pair() -> _Pair:
+    """20 problems in 2 folds: on the 'easy' half the CoT and Best-of-4 are both right, on the 'hard'
+    half only Best-of-4; the check passes everywhere (it cannot tell them apart), the router's
+    predicted CoT accuracy can (0.9 against 0.1)."""
+    easy = np.arange(20) % 2 == 0
+    label = np.stack([easy.astype(float), np.ones(20)], axis=1)
+    tokens = np.array([[30.0, 100.0]] * 20)
+    flops = 2 * PARAMS * np.array([[25.0, 90.0]] * 20)
+    pred = np.stack([np.where(easy, 0.9, 0.1), np.full(20, 0.8)], axis=1)
+    fold = (np.arange(20) // 2) % 2
+    p = _Pair("x+calc", STRATS, np.array([1, 4]), label, pred, tokens, flops, fold=fold,
+              bins=np.array(["a"] * 20), levels=np.array(["1"] * 20), policy_params=PARAMS)
+    for f in (0, 1):  # the inner out-of-fold predictions exist on each fold's training rows only
+        p.extra[f"inner_pred_{f}"] = np.where((fold != f)[:, None], pred, np.nan)
+    return p
+
+
+def test_the_binned_cascade_keeps_the_cot_where_the_router_expects_it_right_and_searches_elsewhere():
+    from ttsopt.train.cascade import _binned
+
+    p = _two_kinds_pair()
+    c = _matrices(p, np.full(20, 0.5), np.full(20, 3.0), np.zeros(20), np.full(20, 20.0))
+    one = _apply(c, p, lambda tr: _choose(c, tr, c.n <= 8))
+    binned = _binned(c, p, c.n <= 8)
+    assert one[0].mean() == 1.0 and one[1].mean() == 100.0  # one plan for all: Best-of-4 everywhere
+    acc, tokens, _, picks, escalated = binned
+    assert acc.mean() == 1.0  # as accurate, for far less: the CoT where it is right, Best-of-4 where not
+    # (where the CoT is expected right the cheapest plan is the CoT alone: no check, 30 tokens)
+    assert tokens.tolist() == [30.0 if e else 100.0 for e in np.arange(20) % 2 == 0]
+    assert {(q["bin"], q["tau"], q["escalate"]) for q in picks} >= {(1, None, STRATS[1]), (2, None, "cot")}
+
+
+def test_the_artifact_carries_bins_of_the_out_of_fold_predictions_and_the_router_runs_them(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    bins = router.cascade["bins"]
+    assert len(bins["edges"]) == 4 and set(bins["budgets"]) == set(router.cascade["budgets"])
+    assert all(len(plans) == 5 for plans in bins["budgets"].values())
+    easy, hard = "What is 12 + 30?", "What is 21 + 4 * 6?"
+    cot = router.keys.index("cot")
+    score = {q: next(c.predicted_accuracy for c in router.route(q, Budget(n=8)).candidates if c.strategy == "cot")
+             for q in (easy, hard)}
+    assert score[easy] != score[hard]
+    low, high = sorted((easy, hard), key=score.get)
+    # two bins between the two questions: below, escalate without a check; above, check first
+    bins["edges"] = [(score[low] + score[high]) / 2]
+    bins["budgets"]["8"] = [{"tau": None, "escalate": "majority:n=4"}, {"tau": 0.5, "escalate": "majority:n=4"}]
+    sols = dict(zip((low, high), router.solve_many([low, high], Budget(n=8), cascade=True)))  # True: binned
+    assert sols[low].trace["cascade"]["mode"] == "binned" and sols[low].trace["cascade"]["bin"] == 0
+    assert "first" not in sols[low].trace and sols[low].trace["escalation"]["strategy"] == "majority:n=4"
+    assert sols[high].trace["cascade"]["bin"] == 1 and "first" in sols[high].trace
+    assert sols[high].trace["cascade"]["predicted_cot_accuracy"] == pytest.approx(score[high])
+    assert cot == router.keys.index("cot")
+    router.cascade.pop("bins")  # an artifact without bins: True is the fitted plan, "binned" says why not
+    assert router.solve(easy, Budget(n=8), cascade=True).trace["cascade"]["mode"] == "fitted"
+    with pytest.raises(RouterError, match="no bins"):
+        router.solve(easy, Budget(n=8), cascade="binned")

@@ -16,7 +16,7 @@ def _report(router=0.5, fixed=0.4, oracle=0.6):
             "pairs": {"p+calc": {"budgets": {"4": budget},
                                  "curve": {"aiq": {"router": 0.41, "per_level_rule": 0.4, "fixed": 0.39,
                                                    "oracle": 0.5}},
-                                 "cascade": {"router": {"budgets": {"4": {"accuracy": 0.45, "ci95": [0.01, 0.09],
+                                 "cascade": {"binned": {"budgets": {"4": {"accuracy": 0.45, "ci95": [0.01, 0.09],
                                                                           "flops": 1e11, "escalated": 0.4}},
                                                         "curve": {"aiq": 0.42}}}}}}
 

@@ -123,7 +123,7 @@ def test_the_cascade_is_drawn_where_the_evaluation_has_it():
 
     path = Path(__file__).resolve().parents[1] / "benchmarks/results/selector/arith-router-eval.json"
     evaluation = json.loads(path.read_text())
-    label = "verify-first cascade (router escalation, λ sweep)"
+    label = "verify-first cascade (solve --cascade, λ sweep)"
     fig = plots.accuracy_vs_flops(evaluation)
     assert label in [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     for p in evaluation["pairs"].values():

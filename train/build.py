@@ -113,6 +113,7 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
     where ``rest`` (:func:`~ttsopt.train.rest.load_rest`) has the pooled options at n = N - 1.
     """
     from .cascade import fit_cascade
+    from .tuning import out_of_fold_predictions
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,8 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
                           "questions": int(table["question_key"].nunique()),
                           "question_keys": sorted(table["question_key"].unique().tolist())},
         "study": storage,
-        "cascade": fit_cascade(table, gates, rest),
+        "cascade": fit_cascade(table, gates, rest, out_of_fold_predictions(fit, table, settings)
+                               if gates is not None and len(gates) and settings.probe_k is None else None),
     }
     save_artifact(out, fit.booster, fit.pipeline, manifest)
     return manifest

@@ -40,6 +40,10 @@ from .metrics import gap_recovered, paired_bootstrap
 
 #: Compute prices (per expected token) at which the cascade's choice is traced on the compute axis.
 CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1.0)
+#: Bins of the router's predicted CoT accuracy (quantiles of the training problems) in which the binned
+#: cascade chooses its own (τ, S); a bin with fewer training problems than :data:`MIN_BIN` uses all of them.
+CASCADE_BINS = 5
+MIN_BIN = 5
 _NO_GATE = float("inf")  # τ that no score reaches: run S alone, without the CoT
 
 
@@ -151,6 +155,53 @@ def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.nd
     return acc, tok, fl, picks, esc
 
 
+def bin_edges(scores: np.ndarray, k: int = CASCADE_BINS) -> np.ndarray:
+    """Quantile edges that cut ``scores`` (one per training problem) into ``k`` bins."""
+    return np.unique(np.quantile(scores, np.linspace(0, 1, k + 1)[1:-1])) if len(scores) else np.array([])
+
+
+def bin_of(scores: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    return np.searchsorted(np.asarray(edges, dtype=float), scores, side="right")
+
+
+def _choose_per_bin(c: _Cascade, rows: np.ndarray, bins: np.ndarray, k: int, allowed: np.ndarray,
+                    lam: float = 0.0) -> list[tuple[int, int]]:
+    """(τ, S) per bin on ``rows`` (their bins in ``bins``); a thin bin takes the choice on all ``rows``."""
+    everyone = _choose(c, rows, allowed, lam)
+    return [_choose(c, rows[bins == b], allowed, lam) if (bins == b).sum() >= MIN_BIN else everyone
+            for b in range(k)]
+
+
+def _binned(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
+    """The cascade with (τ, S) chosen per bin of the router's predicted CoT accuracy.
+
+    Why: the text tells how hard a problem is across levels (the router's prediction carries it),
+    the check tells it within a level; a plan per predicted-difficulty bin uses both (one τ and S
+    for all problems uses only the check). The bins are cut on the training folds' *inner*
+    out-of-fold predictions (``inner_pred_f``: models that never saw the test fold), the choice
+    per bin is made on the training problems in it, and a test problem's bin comes from its
+    held-out prediction: what the router can compute online before the CoT runs.
+    """
+    idx = np.arange(len(p.fold))
+    cot = p.strategies.index("cot")
+    acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
+    picks = []
+    for f in np.unique(p.fold):
+        train, test = idx[p.fold != f], idx[p.fold == f]
+        inner = p.extra[f"inner_pred_{int(f)}"][train, cot]
+        edges = bin_edges(inner)
+        k = len(edges) + 1
+        choices = _choose_per_bin(c, train, bin_of(inner, edges), k, allowed, lam)
+        b_test = bin_of(p.pred[test, cot], edges)
+        for b, (t, s) in enumerate(choices):
+            te = test[b_test == b]
+            acc[te], tok[te], fl[te] = c.acc[te, t, s], c.tokens[te, t, s], c.flops[te, t, s]
+            esc[te] = ~c.passed[te, t]
+            picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s],
+                          "bin": b})
+    return acc, tok, fl, picks, esc
+
+
 def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     """The cascade with the router deciding the escalation: τ as the plain cascade chooses it among
     the gated options on the training folds; for a test problem whose check fails, the strategy with
@@ -191,6 +242,16 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     return acc, tok, fl, picks, esc
 
 
+#: What ``Router.solve(..., cascade=True)`` runs, as an offline variant: the binned plan where the
+#: evaluation has it, else the one plan per budget (``plain``, online ``"fitted"``).
+DEFAULT_VARIANTS = ("binned", "plain")
+
+
+def default_variant(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pair's cascade report (``report["cascade"]``) -> the variant ``cascade=True`` runs online."""
+    return next((report[v] for v in DEFAULT_VARIANTS if report and v in report), None)
+
+
 def with_rest(p: _Pair, rest: pd.DataFrame | None, policy: str, prm: str) -> _Pair:
     """``p`` with the rest-of-budget options (:mod:`.rest`: pooled strategies at n = N - 1) as extra
     strategy columns, without predictions (NaN); ``p`` itself when ``rest`` has none for the pair or
@@ -228,6 +289,8 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   lambda lam: _apply(c, p, lambda tr: _choose(c, tr, everything, lam))),
         "router": (lambda budget: _routed(c, p, budget), lambda lam: _routed(c, p, 10 ** 9, lam)),
     }
+    if all(f"inner_pred_{int(f)}" in p.extra for f in np.unique(p.fold)):
+        variants["binned"] = (lambda budget: _binned(c, p, c.n <= budget), lambda lam: _binned(c, p, everything, lam))
     out = {name: _variant_report(base_p, base, at_budget, at_price, seed, wide=p)
            for name, (at_budget, at_price) in variants.items()}
     cot = p.label[:, p.strategies.index("cot")]
@@ -280,8 +343,9 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
 def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
                   prompt: np.ndarray, budget: int) -> dict[str, dict[str, Any]] | None:
     """A saved router's fitted cascade (``manifest["cascade"][pair]``) on data it never saw, at budget N:
-    per problem outcome, tokens, FLOPs and whether it escalated, for the ``fitted`` and ``router`` modes
-    (as :meth:`Router.solve_many` runs them). None when no plan is fitted at or below N."""
+    per problem outcome, tokens, FLOPs and whether it escalated, for the ``fitted``, ``binned`` (by the
+    router's prediction of the CoT's accuracy, ``p.pred``) and ``router`` modes (as :meth:`Router.solve_many`
+    runs them). None when no plan is fitted at or below N."""
     fitted = sorted(int(k) for k in entry.get("budgets", {}) if int(k) <= budget)
     if not fitted or "cot" not in p.strategies:
         return None
@@ -293,15 +357,25 @@ def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens:
     esc_f = first_f[:, None] + p.flops - 2.0 * p.policy_params * prompt[:, None]
     rows = np.arange(len(gate))
     out = {}
-    tau, key = plan["tau"], plan["escalate"]
-    if key in p.strategies:
-        s = p.strategies.index(key)
-        if tau is None:
-            out["fitted"] = (p.label[:, s], p.tokens[:, s], p.flops[:, s], np.ones(len(gate), dtype=bool))
-        else:
-            kept = gate >= tau
-            out["fitted"] = (np.where(kept, p.label[:, cot], p.label[:, s]), np.where(kept, first_t, esc_t[:, s]),
-                             np.where(kept, first_f, esc_f[:, s]), ~kept)
+
+    def run(plans: Sequence[dict], which: np.ndarray):
+        """Each problem under plan ``plans[which[i]]`` (τ, S); None when a plan's S is not in the data."""
+        if any(q["escalate"] not in p.strategies for q in plans):
+            return None
+        s = np.array([p.strategies.index(q["escalate"]) for q in plans])[which]
+        tau = np.array([np.inf if q["tau"] is None else q["tau"] for q in plans])[which]
+        gated = np.array([q["tau"] is not None for q in plans])[which]
+        kept = gated & (gate >= tau)
+        return (np.where(kept, p.label[:, cot], p.label[rows, s]),
+                np.where(kept, first_t, np.where(gated, esc_t[rows, s], p.tokens[rows, s])),
+                np.where(kept, first_f, np.where(gated, esc_f[rows, s], p.flops[rows, s])), ~kept)
+
+    for mode, result in (("fitted", run([plan], np.zeros(len(rows), dtype=int))),
+                         ("binned", run(entry["bins"]["budgets"][str(fitted[-1])],
+                                        bin_of(p.pred[:, cot], entry["bins"]["edges"]))
+                          if str(fitted[-1]) in entry.get("bins", {}).get("budgets", {}) else None)):
+        if result is not None:
+            out[mode] = result
     tau = plan.get("router_tau")
     fits = p.n <= (budget - 1 if tau is not None else budget)
     if tau is not None:
@@ -344,15 +418,26 @@ def _router_gate(c: _Cascade, p: _Pair, rows: np.ndarray, budget: int) -> dict[s
     return {"router_tau": float(c.taus[t]), "keep_value": keep}
 
 
-def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
+def _plan(c: _Cascade, p: _Pair, rows: np.ndarray, ti: int, si: int) -> dict[str, Any]:
+    return {"tau": None if not np.isfinite(c.taus[ti]) else float(c.taus[ti]), "escalate": p.strategies[si],
+            "train_accuracy": float(c.acc[rows, ti, si].mean()), "tokens": float(c.tokens[rows, ti, si].mean()),
+            "flops": float(c.flops[rows, ti, si].mean()), "escalated": float((~c.passed[rows, ti]).mean()),
+            "problems": len(rows)}
+
+
+def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFrame | None = None,
+                pred: np.ndarray | None = None) -> dict[str, Any]:
     """Per pair with gate scores, the cascade fitted on every training problem: for each budget N,
     the threshold τ (None: no CoT first) and the escalation strategy, with their training accuracy
-    and mean compute (``manifest["cascade"]``; the Router runs it online, :meth:`Router.solve_many`)."""
+    and mean compute (``manifest["cascade"]``; the Router runs it online, :meth:`Router.solve_many`).
+    With ``pred`` (the router's out-of-fold predictions of ``table``'s rows) also the binned plan
+    (``bins``): the edges of the predicted CoT accuracy and, per budget, one (τ, S) per bin."""
     from .eval_pairs import _pair_keys, _pairs
 
     if gates is None or not len(gates):
         return {}
-    t = table.assign(pred=0.0, fold=0, **{c: "" for c in ("difficulty", "level") if c not in table})
+    t = table.assign(pred=0.0 if pred is None else pred, fold=0,
+                     **{c: "" for c in ("difficulty", "level") if c not in table})
     out: dict[str, Any] = {}
     for p in _pairs(t):
         if "cot" not in p.strategies:
@@ -370,16 +455,21 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
             if not allowed.any():
                 continue
             ti, si = _choose(c, rows, allowed)
-            budgets[str(budget)] = {"tau": None if not np.isfinite(c.taus[ti]) else float(c.taus[ti]),
-                                    "escalate": p.strategies[si],
-                                    "train_accuracy": float(c.acc[:, ti, si].mean()),
-                                    "tokens": float(c.tokens[:, ti, si].mean()),
-                                    "flops": float(c.flops[:, ti, si].mean()),
-                                    "escalated": float((~c.passed[:, ti]).mean()),
-                                    **_router_gate(c, p, rows, budget)}
+            budgets[str(budget)] = {**_plan(c, p, rows, ti, si), **_router_gate(c, p, rows, budget)}
         out[p.name] = {"gate": "min step score of the greedy CoT", "problems": len(rows), "budgets": budgets}
+        if pred is not None:
+            score = p.pred[:, p.strategies.index("cot")]
+            edges = bin_edges(score)
+            bins = bin_of(score, edges)
+            out[p.name]["bins"] = {
+                "score": "the router's predicted accuracy of the greedy CoT (out of fold)", "edges": edges.tolist(),
+                "budgets": {str(b): [_plan(c, p, rows[bins == k] if (bins == k).sum() >= MIN_BIN else rows, ti, si)
+                                     for k, (ti, si) in enumerate(_choose_per_bin(c, rows, bins, len(edges) + 1,
+                                                                                  c.n <= b))]
+                            for b in map(int, budgets)}}
     return out
 
 
-__all__ = ["CASCADE_LAMBDAS", "cascade_as_is", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+__all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "DEFAULT_VARIANTS", "bin_edges", "bin_of", "cascade_as_is",
+           "default_variant", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
            "load_gates", "with_rest"]

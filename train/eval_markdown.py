@@ -69,7 +69,8 @@ def _tau(tau: float | None) -> str:
     return "no CoT" if tau is None else f"{tau:g}"
 
 
-_CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "cascade + router escalation"}
+_CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "cascade + router escalation",
+                     "binned": "cascade per bin of predicted CoT accuracy"}
 
 
 def _cascade_markdown(report: dict[str, Any]) -> list[str]:
@@ -81,7 +82,7 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
                  "| pair | N | best fixed | mode | accuracy [95% CI of diff] | oracle | gap recovered | escalated | "
                  "GFLOPs/problem |", "|---|---|---|---|---|---|---|---|---|"]
         for name, n, b in as_is:
-            for mode in ("router", "fitted"):
+            for mode in ("binned", "fitted", "router"):
                 c = b.get(f"cascade_{mode}")
                 if c is not None:
                     lines.append(f"| {name} | {n} | {b['best_fixed']['accuracy']:.3f} | {mode} | {c['accuracy']:.3f} "
@@ -100,10 +101,13 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
         base = report["pairs"][name]["budgets"]
         for n in base:
             for v, label in _CASCADE_VARIANTS.items():
-                b = c[v]["budgets"].get(n)
+                b = c.get(v, {}).get("budgets", {}).get(n)
                 if b is None:
                     continue
-                picks = sorted({f"{_tau(q['tau'])} → {q['escalate']}" for q in b["choices"]})
+                picks = sorted({("bin " + str(q["bin"]) + ": " if "bin" in q else "") + f"{_tau(q['tau'])} → {q['escalate']}"
+                                for q in b["choices"]})
+                if len(picks) > 4:
+                    picks = picks[:4] + [f"… {len(picks)} distinct over folds and bins"]
                 lines.append(f"| {name} | {n} | {base[n]['best_fixed']['accuracy']:.3f} | {label} | {b['accuracy']:.3f} "
                              f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {base[n]['oracle']['accuracy']:.3f} | "
                              f"{b['gap_recovered']:+.2f} | {b['escalated']:.0%} | "
@@ -119,6 +123,8 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     for name, c in pairs.items():
         base = report["pairs"][name]["curve"]["aiq"]
         for v, label in _CASCADE_VARIANTS.items():
+            if v not in c:
+                continue
             cur, sm = c[v]["curve"], c[v]["summary"]
             m = cur["compute_multiplier_at_best_fixed_accuracy"]
             lines.append(f"| {name} | {label} | {sm['gap_recovered_mean']:+.2f} | "

@@ -22,6 +22,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from .cascade import default_variant  # noqa: E402
+
 METHODS = ("cot", "majority", "best_of_n", "beam", "dvts")
 METHOD_LABELS = {"cot": "CoT", "majority": "majority vote", "best_of_n": "Best-of-N", "beam": "beam search",
                  "dvts": "DVTS"}
@@ -198,7 +200,7 @@ def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | 
         if fixed:
             hx, hy = nondecreasing_hull([q["flops"] for q in fixed], [q["accuracy"] for q in fixed])
             ax.plot(hx, hy, color=ROLE_COLORS["hull"], lw=1.2, ls=":", zorder=2)
-        cascade = (evaluation["pairs"][name].get("cascade") or {}).get("router", {}).get("curve", {})
+        cascade = (default_variant(evaluation["pairs"][name].get("cascade")) or {}).get("curve", {})
         for role, style in (("router", "-"), ("per_level_rule", "--"), ("oracle", "-."), ("cascade", "-")):
             pts = sorted(cascade.get("points", []) if role == "cascade" else curve.get(role, []),
                          key=lambda q: q["flops"])
@@ -220,7 +222,7 @@ def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | 
              plt.Line2D([], [], color=ROLE_COLORS["hull"], lw=1.2, ls=":", label="hull of fixed strategies")]
     if any(p.get("cascade") for p in evaluation.get("pairs", {}).values()):
         extra.append(plt.Line2D([], [], color=ROLE_COLORS["cascade"], lw=2,
-                                label="verify-first cascade (router escalation, λ sweep)"))
+                                label="verify-first cascade (solve --cascade, λ sweep)"))
     bottom = _method_legend(fig, [m for m in METHODS if any(method_of(q["strategy"]) == m for _, c in pairs
                                                        for q in c.get("fixed", []))], extra, ncol=5, points=True)
     top = _suptitle(fig, "Accuracy against compute: fixed strategies (points), router and rules (curves)")
@@ -308,7 +310,7 @@ def router_vs_baselines(evaluation: dict[str, Any], *, problems: dict[str, int] 
         ax.plot(ns, fixed, marker="s", lw=2, color=ROLE_COLORS["best_fixed"])
         ax.plot(ns, get("oracle"), marker="^", lw=1.5, ls="-.", color=ROLE_COLORS["oracle"])
         ax.plot(ns, get("random"), marker=".", lw=1.2, ls=":", color=ROLE_COLORS["random"])
-        cascade = (p.get("cascade") or {}).get("router", {}).get("budgets", {})
+        cascade = (default_variant(p.get("cascade")) or {}).get("budgets", {})
         if cascade:
             ax.plot(ns, [cascade.get(str(n), {}).get("accuracy", np.nan) for n in ns], marker="D", lw=1.8,
                     color=ROLE_COLORS["cascade"], zorder=4)

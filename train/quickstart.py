@@ -278,10 +278,12 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n} | {b['router']['accuracy']:.3f} | [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
                          f"{b['best_fixed']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | "
                          f"{b['gap_recovered']:+.2f} |")
-    cascades = {n: p["cascade"]["router"] for n, p in report.get("pairs", {}).items() if "cascade" in p}
+    from ttsopt.train.cascade import default_variant
+
+    cascades = {n: default_variant(p["cascade"]) for n, p in report.get("pairs", {}).items() if "cascade" in p}
     if cascades:
-        lines += ["", "Verify first (`solve --cascade router`): the greedy CoT, checked by the PRM; where the check "
-                  "fails, the router's pick within the N − 1 left, if it beats keeping the CoT", "",
+        lines += ["", "Verify first (`solve --cascade`): the greedy CoT, checked by the PRM, kept or escalated by "
+                  "the plan fitted for the question's bin of predicted CoT accuracy", "",
                   "| pair | N | cascade | 95% CI vs best fixed | GFLOPs/problem: best fixed → cascade | escalated |",
                   "|---|---|---|---|---|---|"]
         for name, c in cascades.items():

@@ -164,6 +164,16 @@ def _out_of_fold(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any],
     return pred, fold_of
 
 
+def out_of_fold_predictions(fit: FitResult, table: pd.DataFrame, settings: TrainSettings) -> np.ndarray:
+    """Each row of the training ``table`` predicted by a booster with ``fit``'s settings that did not see
+    its question (folds by question key): ``fit.oof`` when the fit kept it, else one grouped CV now."""
+    if fit.oof is not None and len(fit.oof) == len(table):
+        return fit.oof
+    folds = fold_lists(table, settings.folds, seed=settings.seed)
+    return _out_of_fold(fit.pipeline.transform(table), table["label"].to_numpy(dtype=float), folds, fit.params,
+                        fit.rounds)[0]
+
+
 def fit_fixed(table: pd.DataFrame, pipeline_settings: TrainSettings, params: dict[str, Any], rounds: int) -> FitResult:
     """Refit with given settings (no tuning): what a router's evaluation does per fold when asked not to tune."""
     import lightgbm as lgb
@@ -181,4 +191,5 @@ def predict(fit: FitResult, table: pd.DataFrame) -> np.ndarray:
     return fit.booster.predict(fit.pipeline.transform(table))
 
 
-__all__ = ["FIXED_PARAMS", "FitResult", "TrainSettings", "fit_fixed", "predict", "tune_and_fit"]
+__all__ = ["FIXED_PARAMS", "FitResult", "TrainSettings", "fit_fixed", "out_of_fold_predictions", "predict",
+           "tune_and_fit"]
