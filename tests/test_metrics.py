@@ -160,3 +160,18 @@ def test_calibration_table_keeps_empty_bins_and_clips_out_of_range_predictions()
     assert table["count"].tolist() == [1, 0, 0, 1, 0, 0, 0, 0, 0, 1]
     assert table["mean_label"].tolist()[3] == 1.0
     assert np.isnan(table["mean_pred"][1]) and np.isnan(table["mean_label"][1])
+
+
+def test_aiq_difference_is_the_area_between_the_hulls_with_a_paired_ci():
+    from ttsopt.train.metrics import aiq_difference
+
+    # two single-point curves on 4 problems at 10 and 100 FLOPs (log axis, range [10, 100])
+    a = (np.array([[1.0, 1.0, 0.0, 0.0]]), np.full((1, 4), 10.0))  # accuracy 0.5 from the start
+    b = (np.array([[1.0, 0.0, 1.0, 0.0]]), np.full((1, 4), 100.0))  # 0.5, but only at the far end
+    d = aiq_difference(a, b, lo=10.0, hi=100.0, n_boot=200)
+    assert d["mean"] == pytest.approx(0.5)  # a: 0.5 over the whole decade; b: 0 until 100, its area 0
+    assert d["lo"] <= d["mean"] <= d["hi"]
+    same = aiq_difference(a, a, lo=10.0, hi=100.0, n_boot=50)
+    assert same == {"mean": 0.0, "lo": 0.0, "hi": 0.0}  # paired: a curve against itself has no spread
+    with pytest.raises(ValueError, match="same problems"):
+        aiq_difference(a, (np.zeros((1, 3)), np.ones((1, 3))), lo=1.0, hi=10.0)

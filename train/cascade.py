@@ -12,7 +12,10 @@ least τ, and otherwise runs a search S with the rest of the budget.
 Everything the cascade chooses (τ and S, per budget or per compute price λ) is chosen on the
 training folds' problems, where the gate and the labels are known; it is then applied to the test
 fold's problems, whose only input is their own gate score. The option "no gate" (run S alone, no
-CoT) is always among the choices, so the cascade family contains every fixed strategy.
+CoT) is always among the choices, so the cascade family contains every fixed strategy. The binned
+variant (:func:`_binned`, what ``cascade=True`` runs online) makes that choice per bin of the
+router's predicted CoT accuracy, so it uses the text's signal (how hard, across levels) and the
+check's (whether this answer is wrong) together.
 
 Compute is the one measure of docs/architecture.md (tokens a KV-caching engine processes, FLOPs =
 2 × parameters × tokens per model): the CoT's tokens, the PRM's tokens on it, and, on escalation,
@@ -36,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .eval_pairs import BUDGETS, _argmax_cheapest, _Pair
-from .metrics import gap_recovered, paired_bootstrap
+from .metrics import aiq_difference, gap_recovered, paired_bootstrap
 
 #: Compute prices (per expected token) at which the cascade's choice is traced on the compute axis.
 CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1.0)
@@ -326,17 +329,24 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
         if gap == gap:
             gaps.append(gap)
         worst_hi = min(worst_hi, ci["hi"])
-    points = []
+    points, per_problem = [], []
     for lam in CASCADE_LAMBDAS:
         acc, tok, fl, picks, esc = at_price(lam)
         points.append({"lambda": lam, "accuracy": float(acc.mean()), "flops": float(fl.mean()),
                        "tokens": float(tok.mean()), "escalated": float(esc.mean()), "choices": picks})
+        per_problem.append((acc, fl))
     mean_gap = float(np.mean(gaps)) if gaps else None
+    curve = _curve_summary(points, base["curve"]["fixed"], *_hull_range(base["curve"]))
+    others = p.extra.get("curve_problems") or {}
+    mine = (np.stack([a for a, _ in per_problem]), np.stack([f for _, f in per_problem]))
+    curve["aiq_minus"] = {name: aiq_difference(mine, other, lo=_hull_range(base["curve"])[0],
+                                               hi=_hull_range(base["curve"])[1], seed=seed)
+                          for name, other in others.items()}
     return {
         "budgets": budgets,
         "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
                     "meets_issue_target": bool(mean_gap is not None and mean_gap >= 0.3 and worst_hi >= 0)},
-        "curve": _curve_summary(points, base["curve"]["fixed"], *_hull_range(base["curve"])),
+        "curve": curve,
     }
 
 

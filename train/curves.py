@@ -26,6 +26,7 @@ def _curves(p: _Pair) -> dict[str, Any]:
     idx = np.arange(len(p.fold))
     folds = np.unique(p.fold)
     router_pts, level_pts = [], []
+    level_problems = []  # per λ, each problem's (outcome, FLOPs) under the per-level rule: for AIQ CIs
     for lam in LAMBDAS:
         cost = np.empty_like(p.tokens)
         for f in folds:  # expected tokens per strategy from the training folds: known before routing
@@ -43,6 +44,12 @@ def _curves(p: _Pair) -> dict[str, Any]:
                 chosen[test[p.levels[test] == lv]] = int(np.argmax(score))
         level_pts.append({"lambda": lam, "accuracy": float(p.label[idx, chosen].mean()),
                           "flops": float(p.flops[idx, chosen].mean())})
+        level_problems.append((p.label[idx, chosen], p.flops[idx, chosen]))
+    # the per-problem points of the per-level rule and of the fixed strategies, for the paired AIQ
+    # bootstrap of rules evaluated later (train/cascade.py); not part of the JSON report
+    p.extra["curve_problems"] = {
+        "per_level_rule": (np.stack([a for a, _ in level_problems]), np.stack([f for _, f in level_problems])),
+        "fixed": (p.label.T, p.flops.T)}
     fixed_pts = [{"strategy": s, "accuracy": float(p.label[:, i].mean()), "flops": float(p.flops[:, i].mean())}
                  for i, s in enumerate(p.strategies)]
     oracle_pts = []

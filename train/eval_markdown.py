@@ -73,6 +73,11 @@ _CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "ca
                      "binned": "cascade per bin of predicted CoT accuracy"}
 
 
+def _aiq_ci(curve: dict[str, Any], other: str) -> str:
+    d = curve.get("aiq_minus", {}).get(other)
+    return "" if d is None else f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
 def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     """The verify-first cascade (train/cascade.py) per pair: at each N, then on the compute axis."""
     as_is = [(name, n, b) for name, p in report["pairs"].items() for n, b in p["budgets"].items()
@@ -118,8 +123,9 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
         lines += ["", "The escalation may use pooled strategies at n = N - 1 (train/rest.py); the best fixed strategy "
                   "chosen on the training folds with those added to the catalogue: " + "; ".join(with_rest)]
     lines += ["", "| pair | variant | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
-              "AIQ | compute × at best-fixed accuracy | (AIQ: router, per-level rule, fixed, oracle) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "AIQ | AIQ − per-level rule [95% CI] | AIQ − fixed [95% CI] | compute × at best-fixed accuracy | "
+              "(AIQ: router, per-level rule, fixed, oracle) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in pairs.items():
         base = report["pairs"][name]["curve"]["aiq"]
         for v, label in _CASCADE_VARIANTS.items():
@@ -130,6 +136,7 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {name} | {label} | {sm['gap_recovered_mean']:+.2f} | "
                          f"{'yes' if sm['never_significantly_below_best_fixed'] else 'no'} | "
                          f"{'yes' if sm['meets_issue_target'] else 'no'} | {cur['aiq']:.3f} | "
+                         f"{_aiq_ci(cur, 'per_level_rule')} | {_aiq_ci(cur, 'fixed')} | "
                          f"{'not reached' if m is None else f'{m:.2f}'} | {base['router']:.3f}, "
                          f"{base['per_level_rule']:.3f}, {base['fixed']:.3f}, {base['oracle']:.3f} |")
     lines += ["", "CoT accuracy by the PRM's lowest step score on it (problems): " + "; ".join(

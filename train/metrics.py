@@ -98,6 +98,30 @@ def nondecreasing_hull(costs: ArrayLike, accs: ArrayLike) -> tuple[NDArray[np.fl
     return costs[keep], accs[keep]
 
 
+def aiq_difference(a: tuple[ArrayLike, ArrayLike], b: tuple[ArrayLike, ArrayLike], *, lo: float, hi: float,
+                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """AIQ(a) − AIQ(b) with a paired percentile-bootstrap CI over problems.
+
+    Each curve is ``(accuracy, flops)``, both ``(points, problems)``: a point's per-problem outcome
+    and compute (one row per λ of a rule, or per fixed strategy). A resample draws problems with
+    replacement, recomputes every point's mean accuracy and FLOPs on them and both hull areas on
+    the same ``[lo, hi]``: the two curves share the problems, so their common difficulty cancels.
+    """
+    (aa, af), (ba, bf) = (tuple(np.asarray(x, dtype=float) for x in c) for c in (a, b))
+    if not (aa.shape == af.shape and ba.shape == bf.shape and aa.ndim == ba.ndim == 2 and aa.shape[1] == ba.shape[1]):
+        raise ValueError(f"curves must be (points, problems) on the same problems, got {aa.shape} and {ba.shape}")
+
+    def diff(rows) -> float:
+        return (hull_area(af[:, rows].mean(axis=1), aa[:, rows].mean(axis=1), lo=lo, hi=hi)
+                - hull_area(bf[:, rows].mean(axis=1), ba[:, rows].mean(axis=1), lo=lo, hi=hi))
+
+    rng = np.random.default_rng(seed)
+    n = aa.shape[1]
+    draws = np.array([diff(rng.integers(0, n, n)) for _ in range(n_boot)])
+    q = (1 - level) / 2
+    return {"mean": diff(np.arange(n)), "lo": float(np.quantile(draws, q)), "hi": float(np.quantile(draws, 1 - q))}
+
+
 def _axis(costs: NDArray | float, log: bool, name: str) -> NDArray:
     """Costs on the metric's x axis: log10 cost when ``log`` (then costs must be positive)."""
     costs = np.asarray(costs, dtype=float)
