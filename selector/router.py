@@ -769,6 +769,7 @@ class Router:
 
     def _solve_cascade(self, questions: list[str], budgets: list[Budget], start: float,
                        mode: str) -> list[Solution]:
+        from ttsopt.search.strategy import Strategy
         from ttsopt.search.types import split_steps
 
         s = self._search_settings()
@@ -803,7 +804,7 @@ class Router:
                 by_key.setdefault(plans[i]["escalate"], []).append(i)
             for key, members in by_key.items():
                 # a rest-of-budget escalation (pooled, n = N - 1: train/rest.py) is not in the catalogue
-                strategy = self.strategies[self.keys.index(key)] if key in self.keys else _strategy(key)
+                strategy = self.strategies[self.keys.index(key)] if key in self.keys else Strategy.from_key(key)
                 results = self._run_search([questions[i] for i in members], strategy, s)
                 second.update((i, (*r, None)) for i, r in zip(members, results))
         else:
@@ -1012,12 +1013,6 @@ def _check_questions(questions: Sequence[str]) -> list[str]:
 def _candidate_dict(c: Any) -> dict[str, Any]:
     return {"text": c.text, "answer": c.answer, "score": c.score, "step_scores": c.step_scores,
             "finish_reason": c.finish_reason}
-
-
-def _strategy(key: str):
-    from ttsopt.search.strategy import Strategy
-
-    return Strategy.from_key(key)
 
 
 def _compute_dict(c: Any) -> dict[str, Any]:

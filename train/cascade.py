@@ -144,6 +144,11 @@ def _choose(c: _Cascade, rows: np.ndarray, allowed: np.ndarray, lam: float = 0.0
     return int(t), int(s)
 
 
+def _pick(c: _Cascade, p: _Pair, t: int, s: int) -> dict[str, Any]:
+    """A (τ, S) choice as the report and the manifest write it (τ None: no CoT first)."""
+    return {"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s]}
+
+
 def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray]:
     """Cross-fitted: each fold's (τ, S) from ``choose(train_rows)``, applied to that fold's problems."""
     idx = np.arange(len(p.fold))
@@ -154,7 +159,7 @@ def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.nd
         t, s = choose(train)
         acc[test], tok[test], fl[test] = c.acc[test, t, s], c.tokens[test, t, s], c.flops[test, t, s]
         esc[test] = ~c.passed[test, t]
-        picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s]})
+        picks.append(_pick(c, p, t, s))
     return acc, tok, fl, picks, esc
 
 
@@ -168,11 +173,12 @@ def bin_of(scores: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 
 
 def _choose_per_bin(c: _Cascade, rows: np.ndarray, bins: np.ndarray, k: int, allowed: np.ndarray,
-                    lam: float = 0.0) -> list[tuple[int, int]]:
-    """(τ, S) per bin on ``rows`` (their bins in ``bins``); a thin bin takes the choice on all ``rows``."""
-    everyone = _choose(c, rows, allowed, lam)
-    return [_choose(c, rows[bins == b], allowed, lam) if (bins == b).sum() >= MIN_BIN else everyone
-            for b in range(k)]
+                    lam: float = 0.0) -> list[tuple[np.ndarray, int, int]]:
+    """Per bin, the rows it is chosen on and (τ, S) there (``bins`` are ``rows``' bins); a bin with
+    fewer than :data:`MIN_BIN` rows takes the choice on all ``rows``."""
+    everyone = (rows, *_choose(c, rows, allowed, lam))
+    return [(rows[bins == b], *_choose(c, rows[bins == b], allowed, lam)) if (bins == b).sum() >= MIN_BIN
+            else everyone for b in range(k)]
 
 
 def _binned(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
@@ -196,12 +202,11 @@ def _binned(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
         k = len(edges) + 1
         choices = _choose_per_bin(c, train, bin_of(inner, edges), k, allowed, lam)
         b_test = bin_of(p.pred[test, cot], edges)
-        for b, (t, s) in enumerate(choices):
+        for b, (_, t, s) in enumerate(choices):
             te = test[b_test == b]
             acc[te], tok[te], fl[te] = c.acc[te, t, s], c.tokens[te, t, s], c.flops[te, t, s]
             esc[te] = ~c.passed[te, t]
-            picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s],
-                          "bin": b})
+            picks.append({**_pick(c, p, t, s), "bin": b})
     return acc, tok, fl, picks, esc
 
 
@@ -226,7 +231,7 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
             t, s = _choose(c, train, allowed, lam)
             acc[test], tok[test], fl[test] = c.acc[test, t, s], c.tokens[test, t, s], c.flops[test, t, s]
             esc[test] = ~c.passed[test, t]
-            picks.append({"tau": None if not np.isfinite(c.taus[t]) else float(c.taus[t]), "escalate": p.strategies[s]})
+            picks.append(_pick(c, p, t, s))
             continue
         t, _ = _choose(c, train, gated, lam)
         failed_train = train[~c.passed[train, t]]
@@ -336,12 +341,11 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
                        "tokens": float(tok.mean()), "escalated": float(esc.mean()), "choices": picks})
         per_problem.append((acc, fl))
     mean_gap = float(np.mean(gaps)) if gaps else None
-    curve = _curve_summary(points, base["curve"]["fixed"], *_hull_range(base["curve"]))
-    others = p.extra.get("curve_problems") or {}
+    lo, hi = _hull_range(base["curve"])
+    curve = _curve_summary(points, base["curve"]["fixed"], lo, hi)
     mine = (np.stack([a for a, _ in per_problem]), np.stack([f for _, f in per_problem]))
-    curve["aiq_minus"] = {name: aiq_difference(mine, other, lo=_hull_range(base["curve"])[0],
-                                               hi=_hull_range(base["curve"])[1], seed=seed)
-                          for name, other in others.items()}
+    curve["aiq_minus"] = {name: aiq_difference(mine, other, lo=lo, hi=hi, seed=seed)
+                          for name, other in (p.extra.get("curve_problems") or {}).items()}
     return {
         "budgets": budgets,
         "summary": {"gap_recovered_mean": mean_gap, "never_significantly_below_best_fixed": bool(worst_hi >= 0),
@@ -429,8 +433,7 @@ def _router_gate(c: _Cascade, p: _Pair, rows: np.ndarray, budget: int) -> dict[s
 
 
 def _plan(c: _Cascade, p: _Pair, rows: np.ndarray, ti: int, si: int) -> dict[str, Any]:
-    return {"tau": None if not np.isfinite(c.taus[ti]) else float(c.taus[ti]), "escalate": p.strategies[si],
-            "train_accuracy": float(c.acc[rows, ti, si].mean()), "tokens": float(c.tokens[rows, ti, si].mean()),
+    return {**_pick(c, p, ti, si), "train_accuracy": float(c.acc[rows, ti, si].mean()), "tokens": float(c.tokens[rows, ti, si].mean()),
             "flops": float(c.flops[rows, ti, si].mean()), "escalated": float((~c.passed[rows, ti]).mean()),
             "problems": len(rows)}
 
@@ -473,9 +476,8 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
             bins = bin_of(score, edges)
             out[p.name]["bins"] = {
                 "score": "the router's predicted accuracy of the greedy CoT (out of fold)", "edges": edges.tolist(),
-                "budgets": {str(b): [_plan(c, p, rows[bins == k] if (bins == k).sum() >= MIN_BIN else rows, ti, si)
-                                     for k, (ti, si) in enumerate(_choose_per_bin(c, rows, bins, len(edges) + 1,
-                                                                                  c.n <= b))]
+                "budgets": {str(b): [_plan(c, p, on, ti, si)
+                                     for on, ti, si in _choose_per_bin(c, rows, bins, len(edges) + 1, c.n <= b)]
                             for b in map(int, budgets)}}
     return out
 

@@ -271,6 +271,11 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
         train_acc = {s["key"]: s["train_accuracy"] for s in known["strategies"]}
         budgets = {}
         idx = np.arange(len(p.fold))
+        # the saved cascade's inputs for this pair, once (not per budget)
+        entry = (artifact.manifest.get("cascade") or {}).get(p.name)
+        vec = None if gates is None or entry is None or not len(gates) else gate_vectors(
+            gates, *_pair_keys(t, p.name), p.extra["problem_ids"])
+        wide = with_rest(p, rest, *_pair_keys(t, p.name)) if vec is not None else None
         for budget in BUDGETS:
             allowed = p.n <= budget
             if not allowed.any():
@@ -292,11 +297,7 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
                 "gap_recovered": gap_recovered(float(router.mean()), float(fixed.mean()), float(oracle.mean())),
                 "shares": _shares(p, pick),
             }
-            entry = (artifact.manifest.get("cascade") or {}).get(p.name)
-            vec = None if gates is None or entry is None or not len(gates) else gate_vectors(
-                gates, *_pair_keys(t, p.name), p.extra["problem_ids"])
-            cascade = cascade_as_is(with_rest(p, rest, *_pair_keys(t, p.name)), entry, *vec, budget) \
-                if vec is not None else None
+            cascade = cascade_as_is(wide, entry, *vec, budget) if vec is not None else None
             for mode, (acc, tok, fl, esc) in (cascade or {}).items():
                 ci = paired_bootstrap(acc, fixed, seed=seed)
                 budgets[str(budget)][f"cascade_{mode}"] = {
