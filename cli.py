@@ -569,6 +569,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
         fail("give one question, or --file FILE.jsonl (not both)")
     if cascade and not solve:
         fail("--cascade runs the CoT and its check before it chooses: use `ttsopt solve --cascade`")
+    cascade_mode: bool | str = True if cascade == "true" else (cascade or False)
     if file is not None and out is None:
         fail("--file needs --out (the decisions' JSONL file)")
     try:
@@ -587,7 +588,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
         if rows is None:
             r.warm(models=solve)  # so that the decision's time shown is a decision's, not the models' loading
             if solve:
-                solution = r.solve(question, bound, cascade=cascade or False)
+                solution = r.solve(question, bound, cascade=cascade_mode)
                 decision = solution.decision
             else:
                 decision = r.route(question, bound)
@@ -598,7 +599,7 @@ def _online(solve: bool, question: Optional[str], router: Path, budget: Optional
                           console=con) as bar:
                 task = bar.add_task("solving" if solve else "routing", total=len(rows))
                 run_file(r, rows, out, bound, solve=solve, batch=batch, progress=lambda k: bar.advance(task, k),
-                         cascade=cascade or False)
+                         cascade=cascade_mode)
     except RouterError as e:
         fail(str(e))
     if rows is not None:
@@ -661,9 +662,11 @@ def _online_command(solve: bool, batch_default: int, batch_help: str, json_help:
         trust_models: bool = typer.Option(False, help="run --policy/--prm even if their name or size is not the "
                                           "trained models' (you vouch they are the same weights)"),
         cascade: Optional[str] = typer.Option(None, help="solve only: verify first (the greedy CoT, checked by the "
-                                              "PRM); where the check fails, `binned` runs the search fitted for the "
-                                              "question's bin of predicted CoT accuracy, `fitted` the one fitted "
-                                              "for N, `router` routes within the N - 1 left; needs --budget N"),
+                                              "PRM); where the check fails, `level` runs the search fitted for the "
+                                              "level predicted from the question's text, `binned` the one for its "
+                                              "bin of predicted CoT accuracy, `fitted` the one fitted for N, "
+                                              "`router` routes within the N - 1 left; `true` is the router's default "
+                                              "of these; needs --budget N"),
     ) -> None:
         _online(solve, question, router, budget, tokens, flops, target, pair, engine, device, policy, prm, file, out,
                 batch, resume, as_json, seed, trust_models, cascade)

@@ -4,8 +4,10 @@
 the same major version); ``manifest.json`` carries what it takes to use it: the feature
 pipeline (columns, categories, the PCA as numbers), the strategy catalogue with each
 strategy's expected compute per pair, the budgets, the training settings and metrics, the
-library versions and a hash of the training data. Loading checks the manifest's format and
-schema, the model file's SHA-256 and the LightGBM major version, and refuses a mismatch
+library versions and a hash of the training data. ``levels.txt``, where the training data has
+levels, is the small LightGBM classifier of :mod:`.levels` (the question's level from its text,
+for the level-binned cascade), named with its hash in the manifest too. Loading checks the manifest's format and
+schema, the model files' SHA-256 and the LightGBM major version, and refuses a mismatch
 with a message saying what differs.
 """
 
@@ -20,11 +22,13 @@ from typing import Any
 
 from ttsopt.data.files import atomic_write_text
 
+from .levels import LevelModel
 from .pipeline import FeaturePipeline
 
 FORMAT = "ttsopt-router"
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.txt"
+LEVELS_FILE = "levels.txt"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -48,20 +52,35 @@ class RouterArtifact:
     booster: Any  # lightgbm.Booster
     pipeline: FeaturePipeline
     manifest: dict[str, Any]
+    levels: LevelModel | None = None
 
     @property
     def catalogue(self) -> dict[str, dict[str, Any]]:
         return self.manifest["catalogue"]
 
 
-def save_artifact(path: str | Path, booster: Any, pipeline: FeaturePipeline, manifest: dict[str, Any]) -> Path:
-    """Write ``model.txt`` then ``manifest.json`` (which names the model's hash), each atomically."""
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_artifact(path: str | Path, booster: Any, pipeline: FeaturePipeline, manifest: dict[str, Any],
+                  levels: LevelModel | None = None) -> Path:
+    """Write ``model.txt`` (and ``levels.txt``) then ``manifest.json`` (which names their hashes), each
+    atomically."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model_text = booster.model_to_string()
     atomic_write_text(path / MODEL_FILE, model_text)
+    level_entry = None
+    if levels is not None:
+        level_text = levels.to_text()
+        if level_text is not None:
+            atomic_write_text(path / LEVELS_FILE, level_text)
+        level_entry = {"file": None if level_text is None else LEVELS_FILE,
+                       "sha256": None if level_text is None else _sha256(level_text),
+                       "classes": levels.classes, "columns": levels.columns}
     full = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **manifest,
-            "model_file": MODEL_FILE, "model_sha256": hashlib.sha256(model_text.encode()).hexdigest(),
+            "model_file": MODEL_FILE, "model_sha256": _sha256(model_text), "level_model": level_entry,
             "pipeline": pipeline.to_dict(), "versions": library_versions()}
     atomic_write_text(path / MANIFEST_FILE, json.dumps(full, indent=1, sort_keys=True) + "\n")
     return path
@@ -87,7 +106,7 @@ def load_artifact(path: str | Path) -> RouterArtifact:
     if not model_path.is_file():
         raise ArtifactError(f"{path}: the manifest names {model_path.name}, which is missing")
     text = model_path.read_text()
-    if hashlib.sha256(text.encode()).hexdigest() != manifest.get("model_sha256"):
+    if _sha256(text) != manifest.get("model_sha256"):
         raise ArtifactError(f"{model_path}: its SHA-256 is not the one in {MANIFEST_FILE}: the model or the "
                             "manifest was changed after training")
     trained = str(manifest.get("versions", {}).get("lightgbm", ""))
@@ -98,8 +117,24 @@ def load_artifact(path: str | Path) -> RouterArtifact:
         pipeline = FeaturePipeline.from_dict(manifest["pipeline"])
     except (KeyError, ValueError) as e:
         raise ArtifactError(f"{manifest_path}: feature pipeline: {e}") from None
-    return RouterArtifact(lgb.Booster(model_str=text), pipeline, manifest)
+    return RouterArtifact(lgb.Booster(model_str=text), pipeline, manifest, _load_levels(path, manifest))
 
 
-__all__ = ["ArtifactError", "FORMAT", "RouterArtifact", "SCHEMA_VERSION", "library_versions", "load_artifact",
-           "save_artifact"]
+def _load_levels(path: Path, manifest: dict[str, Any]) -> LevelModel | None:
+    entry = manifest.get("level_model")
+    if not entry:
+        return None
+    text = None
+    if entry.get("file"):
+        level_path = path / entry["file"]
+        if not level_path.is_file():
+            raise ArtifactError(f"{path}: the manifest names {level_path.name}, which is missing")
+        text = level_path.read_text()
+        if _sha256(text) != entry.get("sha256"):
+            raise ArtifactError(f"{level_path}: its SHA-256 is not the one in {MANIFEST_FILE}: the level model or "
+                                "the manifest was changed after training")
+    return LevelModel.from_text(text, entry["classes"], entry["columns"])
+
+
+__all__ = ["ArtifactError", "FORMAT", "LEVELS_FILE", "RouterArtifact", "SCHEMA_VERSION", "library_versions",
+           "load_artifact", "save_artifact"]

@@ -139,6 +139,12 @@ def for_target(pred: ArrayLike, cost: ArrayLike, target: ArrayLike) -> tuple[NDA
     return np.where(reached, cheapest, best), reached
 
 
+def bin_of(scores: ArrayLike, edges: ArrayLike) -> NDArray[np.intp]:
+    """The bin of each score among sorted ``edges`` (a score on an edge goes to the bin above): the
+    binned cascade's bin offline (train/cascade.py) and online (the Router) alike."""
+    return np.searchsorted(np.asarray(edges, dtype=float), np.asarray(scores, dtype=float), side="right")
+
+
 def penalized(pred: ArrayLike, cost: ArrayLike, lam: float) -> NDArray[np.intp]:
     """Per problem, the argmax of ``pred - lam * cost``; ties (TIE) to the cheaper strategy.
 
@@ -341,4 +347,4 @@ def _allocate_exact(pred: NDArray, cost: NDArray, total_budget: float, resolutio
     return choice
 
 
-__all__ = ["NONE", "TIE", "allocate", "fits", "for_target", "frontier", "penalized", "within_budget"]
+__all__ = ["NONE", "TIE", "allocate", "bin_of", "fits", "for_target", "frontier", "penalized", "within_budget"]

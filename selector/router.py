@@ -65,10 +65,12 @@ from .rows import RAW_EMB_PREFIX, candidate_frame, text_matrix
 
 #: Methods whose N samples are i.i.d. draws of one pool, so a probe's samples can be among them.
 REUSING_METHODS = ("majority", "best_of_n")
-#: How the cascade escalates a CoT its PRM doubts: the router decides, or the strategy fitted per budget.
-#: How the verify-first cascade escalates (``Router.solve(..., cascade=...)``); ``True`` is ``"binned"``
-#: where the artifact has bins (routers trained without probes), else ``"fitted"``.
-CASCADE_MODES = ("binned", "fitted", "router")
+#: How the verify-first cascade escalates (``Router.solve(..., cascade=...)``); ``True`` is ``"level"``
+#: where the artifact has a level model and level plans (training data with levels), else ``"binned"``
+#: where it has bins (routers trained without probes), else ``"fitted"``.
+CASCADE_MODES = ("level", "binned", "fitted", "router")
+#: What a question's cascade trace says of the plan it got, per mode.
+_PLAN_TRACE = {"binned": ("bin", "predicted_cot_accuracy"), "level": ("level", "level_probability", "level_plan")}
 #: Raw embeddings kept in memory per router (questions repeat in production traffic).
 EMBEDDING_CACHE_SIZE = 4096
 _BACKEND_PREFIX = re.compile(r"^(?:llamacpp|hf|vllm|openai|judge):")
@@ -699,11 +701,12 @@ class Router:
 
         ``cascade`` runs the verify-first cascade fitted at training time (``manifest["cascade"]``,
         :mod:`ttsopt.train.cascade`) instead of the model's argmax: the greedy CoT, scored by the
-        PRM, kept when its lowest step score reaches the fitted τ, else escalated. ``"binned"``
-        (``True`` where the artifact has bins) takes τ and the escalation fitted for the question's bin
-        of the router's predicted CoT accuracy (the measured best on the accuracy-against-compute
-        curve: benchmarks/results/selector/arith-router-eval.md); ``"fitted"`` (``True`` otherwise)
-        the ones fitted for the budget; ``"router"`` routes a doubted question within the N - 1
+        PRM, kept when its lowest step score reaches the fitted τ, else escalated. ``"level"``
+        (``True`` where the artifact has level plans) takes τ and the escalation fitted for the level
+        its level model predicts from the question's text (the measured best on the accuracy-against-
+        compute curve: benchmarks/results/selector/arith-router-eval.md); ``"binned"`` (``True`` next)
+        those fitted for the question's bin of the router's predicted CoT accuracy; ``"fitted"``
+        (``True`` otherwise) the ones fitted for the budget; ``"router"`` routes a doubted question within the N - 1
         generations left and runs the choice only if its predicted accuracy beats keeping the CoT
         (the CoT's training accuracy where its check failed). It is fitted per budget N, so it
         takes a budget of ``n``.
@@ -716,8 +719,7 @@ class Router:
             raise RouterError(f"{len(budgets)} budgets for {len(questions)} questions")
         start = time.perf_counter()
         if cascade:
-            mode = cascade if cascade is not True else (
-                "binned" if (self.cascade or {}).get("bins") else "fitted")
+            mode = cascade if cascade is not True else self.default_cascade_mode
             if mode not in CASCADE_MODES:
                 raise RouterError(f"cascade must be True or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
             return self._solve_cascade(questions, [self._check_budget(b) for b in budgets], start, mode)
@@ -754,6 +756,38 @@ class Router:
                               f"(fitted: {', '.join(sorted(entry['budgets'], key=int))})")
         return {"n": fitted[-1], **entry["budgets"][str(fitted[-1])]}
 
+    @property
+    def default_cascade_mode(self) -> str:
+        """What ``cascade=True`` runs with this artifact (see :data:`CASCADE_MODES`)."""
+        entry = self.cascade or {}
+        if entry.get("levels") and self.artifact.levels is not None:
+            return "level"
+        return "binned" if entry.get("bins") else "fitted"
+
+    def _level_plans(self, questions: list[str], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each question's plan for the level the artifact's level model predicts from its text
+        (``manifest["cascade"][pair]["levels"]``); a level without a plan takes the budget's."""
+        levels = (self.cascade or {}).get("levels")
+        model = self.artifact.levels
+        if not levels or model is None:
+            raise RouterError(f"{self.path}: this router has no level plans (its training data had no levels, "
+                              "or an older ttsopt trained it): use cascade='binned' or 'fitted', or retrain")
+        # the text statistics and the embedding only: a router trained with probes runs no probe for this
+        parts = [text_matrix(questions)] + ([self.pipeline.pca.transform(self._raw_embeddings(questions))]
+                                            if self.n_emb else [])
+        block = np.hstack(parts)
+        names = self.columns[:len(TEXT_COLUMNS) + self.n_emb]
+        missing = [c for c in model.columns if c not in names]
+        if missing:
+            raise RouterError(f"{self.path}: the level model reads {missing}, which the feature pipeline lacks")
+        level, prob = model.predict(block[:, [names.index(c) for c in model.columns]])
+        out = []
+        for plan, lv, pr in zip(plans, level, prob):
+            fitted = levels["budgets"][str(plan["n"])].get(str(lv))
+            out.append({**plan, **(fitted or {}), "level": str(lv), "level_probability": float(pr),
+                        "level_plan": fitted is not None})
+        return out
+
     def _binned_plans(self, questions: list[str], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each question's plan for its bin of the router's predicted CoT accuracy (computed from its
         text before anything runs; ``manifest["cascade"][pair]["bins"]``)."""
@@ -763,7 +797,7 @@ class Router:
                               "older ttsopt): use cascade='fitted' or 'router', or retrain")
         block, _ = self._features(questions)
         score = self.predict(block)[:, self.keys.index("cot")]
-        which = np.searchsorted(np.asarray(bins["edges"], dtype=float), score, side="right")
+        which = decide.bin_of(score, bins["edges"])
         return [{"n": plan["n"], **bins["budgets"][str(plan["n"])][int(b)], "bin": int(b),
                  "predicted_cot_accuracy": float(sc)} for plan, b, sc in zip(plans, which, score)]
 
@@ -776,6 +810,8 @@ class Router:
         plans = [self.cascade_plan(b) for b in budgets]
         if mode == "binned":
             plans = self._binned_plans(questions, plans)
+        elif mode == "level":
+            plans = self._level_plans(questions, plans)
         taus = [p.get("router_tau" if mode == "router" else "tau") for p in plans]
         # the first answer and the PRM's check of it
         first: dict[int, tuple] = {}
@@ -831,8 +867,7 @@ class Router:
                                       "prm_flops", "flops", "context_tokens")}
             trace: dict[str, Any] = {"cascade": {"mode": mode, "fitted_n": plan["n"], "tau": taus[i],
                                                  "escalate_to": plan["escalate"] if mode != "router" else "router",
-                                                 **({k: plan[k] for k in ("bin", "predicted_cot_accuracy")}
-                                                    if mode == "binned" else {})}}
+                                                 **{k: plan[k] for k in _PLAN_TRACE.get(mode, ())}}}
             answer, decision = None, None
             if i in first:
                 (answer, cot_trace, cot_compute), gate, check = first[i]

@@ -125,8 +125,14 @@ def fake_encoder(texts):
     return np.array(out, dtype=np.float32)
 
 
-def synthetic_table(probe: bool = True, count: int = 40):
-    """A training table of the offline table's shape: one row per (pair, question, strategy)."""
+def question_level(question: str) -> str:
+    """The synthetic questions' level: sums "1", products "2", a sum with a product "3" (the text tells)."""
+    return "1" if "*" not in question else ("3" if "+" in question else "2")
+
+
+def synthetic_table(probe: bool = True, count: int = 40, levels: bool = False):
+    """A training table of the offline table's shape: one row per (pair, question, strategy); with
+    ``levels``, an oracle ``level`` column (:func:`question_level`) as a problem set's generator gives it."""
     import pandas as pd
 
     from ttsopt.data.problem import question_key
@@ -169,6 +175,8 @@ def synthetic_table(probe: bool = True, count: int = 40):
     rows["prm_flops"] = 0.0
     rows["flops"] = rows["policy_flops"]
     rows["snapshot"] = "synthetic"
+    if levels:
+        rows["level"] = [question_level(q) for q in np.array(qs)[np.repeat(np.arange(len(qs)), len(STRATEGIES))]]
     return rows
 
 
@@ -199,26 +207,28 @@ def search_settings(probe: bool = True) -> dict:
                               "snapshots": []}}
 
 
-_BUILT: dict[bool, Path] = {}
+_BUILT: dict[tuple[bool, bool], Path] = {}
 
 
-def tiny_artifact(probe: bool = True) -> Path:
-    """The tiny router directory (built once per process, in a temporary folder)."""
-    if probe not in _BUILT:
+def tiny_artifact(probe: bool = True, levels: bool = False) -> Path:
+    """The tiny router directory (built once per process, in a temporary folder); ``levels``: trained
+    on a table with levels, so it carries a level model and level plans."""
+    if (probe, levels) not in _BUILT:
         from ttsopt.train.build import write_router
         from ttsopt.train.tuning import TrainSettings, fit_fixed
 
-        out = Path(tempfile.mkdtemp(prefix="ttsopt-tiny-router-")) / ("tiny" if probe else "tiny-noprobe")
+        name = ("tiny" if probe else "tiny-noprobe") + ("-levels" if levels else "")
+        out = Path(tempfile.mkdtemp(prefix="ttsopt-tiny-router-")) / name
         settings = TrainSettings(trials=0, folds=3, n_components=2, probe_k=PROBE_K if probe else None)
-        table = synthetic_table(probe)
+        table = synthetic_table(probe, levels=levels)
         fit = fit_fixed(table, settings, FIT_PARAMS, FIT_ROUNDS)  # the real fit, without the tuning's seconds
         write_router(table, out, settings, search=search_settings(probe), fit=fit,
                      storage=f"sqlite:///{out.parent / 'study.sqlite3'}", gates=synthetic_gates())
-        _BUILT[probe] = out
-    return _BUILT[probe]
+        _BUILT[probe, levels] = out
+    return _BUILT[probe, levels]
 
 
-def tiny_router(tmp_path, *, probe: bool = True, name: str = "tiny", **options):
+def tiny_router(tmp_path, *, probe: bool = True, name: str = "tiny", levels: bool = False, **options):
     """A Router over a copy of the tiny artifact in ``tmp_path / name``, with the scripted policy, the
     calculator PRM and the fake encoder injected (``options`` go to ``Router.load``)."""
     from ttsopt.search.registry import load_prm
@@ -226,10 +236,10 @@ def tiny_router(tmp_path, *, probe: bool = True, name: str = "tiny", **options):
 
     target = Path(tmp_path) / name
     if not target.exists():
-        shutil.copytree(tiny_artifact(probe), target)
+        shutil.copytree(tiny_artifact(probe, levels), target)
     models = {"policy": ScriptedPolicy(), "prm": load_prm("calc"), "encoder": fake_encoder}
     return Router.load(target, **{**models, **options})
 
 
-__all__ = ["PROBE_K", "ScriptedPolicy", "STRATEGIES", "fake_encoder", "questions", "search_settings",
+__all__ = ["PROBE_K", "ScriptedPolicy", "STRATEGIES", "fake_encoder", "question_level", "questions", "search_settings",
            "synthetic_gates", "synthetic_table", "tiny_artifact", "tiny_router"]

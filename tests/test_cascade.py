@@ -296,3 +296,120 @@ def test_the_artifact_carries_bins_of_the_out_of_fold_predictions_and_the_router
     assert router.solve(easy, Budget(n=8), cascade=True).trace["cascade"]["mode"] == "fitted"
     with pytest.raises(RouterError, match="no bins"):
         router.solve(easy, Budget(n=8), cascade="binned")
+
+
+def _two_levels_pair() -> _Pair:
+    """20 problems in 2 folds, levels "1" and "2" alternating: on level 1 the CoT and Best-of-4 are
+    both right, on level 2 only Best-of-4; the check passes everywhere (it cannot tell them apart)."""
+    level = np.where(np.arange(20) % 2 == 0, "1", "2")
+    label = np.stack([(level == "1").astype(float), np.ones(20)], axis=1)
+    tokens = np.array([[30.0, 100.0]] * 20)
+    flops = 2 * PARAMS * np.array([[25.0, 90.0]] * 20)
+    fold = (np.arange(20) // 2) % 2
+    return _Pair("x+calc", STRATS, np.array([1, 4]), label, np.zeros_like(label), tokens, flops, fold=fold,
+                 bins=np.array(["a"] * 20), levels=level, policy_params=PARAMS)
+
+
+def test_the_level_cascade_chooses_per_level_on_training_problems_and_applies_the_predicted_level():
+    from ttsopt.train.cascade import _by_level
+
+    p = _two_levels_pair()
+    c = _matrices(p, np.full(20, 0.5), np.full(20, 3.0), np.zeros(20), np.full(20, 20.0))
+    p.extra["level_pred"] = p.levels.copy()
+    acc, tokens, _, picks, escalated = _by_level(c, p, c.n <= 8)
+    assert acc.mean() == 1.0  # the CoT alone on level 1 (30 tokens), Best-of-4 alone on level 2
+    assert tokens.tolist() == [30.0 if lv == "1" else 100.0 for lv in p.levels]
+    assert {(q["level"], q["tau"], q["escalate"]) for q in picks} == {("1", None, "cot"), ("2", None, STRATS[1])}
+    # a test problem goes by its *predicted* level: level-2 problems predicted as level 1 get the CoT
+    p.extra["level_pred"] = np.full(20, "1")
+    acc, tokens, _, _, _ = _by_level(c, p, c.n <= 8)
+    assert acc.tolist() == (p.levels == "1").astype(float).tolist() and set(tokens) == {30.0}
+    # a predicted level no training problem has takes the choice made on all of them (Best-of-4)
+    p.extra["level_pred"] = np.full(20, "9")
+    acc, tokens, _, picks, _ = _by_level(c, p, c.n <= 8)
+    assert acc.mean() == 1.0 and set(tokens) == {100.0} and {q["level"] for q in picks} == {"9"}
+
+
+def test_levels_are_predicted_from_the_text_by_a_model_fitted_on_the_other_folds_only():
+    from ttsopt.train.cascade import cross_fitted_levels
+
+    p = _two_levels_pair()
+    x = np.stack([(p.levels == "2").astype(float), np.arange(20) % 5], axis=1)  # column 0 tells the level
+    p.extra["features"] = [x, x]
+    assert cross_fitted_levels(p).tolist() == p.levels.tolist()
+    # a level present only in the test fold cannot be predicted: no model saw it
+    p.levels = np.where((p.fold == 1) & (p.levels == "2"), "3", p.levels)
+    pred = cross_fitted_levels(p)
+    assert "3" not in pred[p.fold == 1] and set(pred[p.fold == 1]) <= {"1", "2"}
+    p.extra.pop("features")
+    assert cross_fitted_levels(p) is None  # no features, no prediction (and no level variant)
+
+
+def test_the_artifact_carries_a_level_model_and_the_router_runs_the_plan_of_the_predicted_level(tmp_path):
+    import shutil
+
+    from ttsopt.selector.artifact import ArtifactError, load_artifact
+
+    router = rf.tiny_router(tmp_path, probe=False, levels=True, name="lv")
+    assert router.artifact.levels is not None and router.default_cascade_mode == "level"
+    plans = router.cascade["levels"]["budgets"]
+    assert set(plans) == set(router.cascade["budgets"]) and all(set(v) == {"1", "2", "3"} for v in plans.values())
+    qs = ["What is 12 + 30?", "What is 7 * 8?", "What is 21 + 4 * 6?"]
+    plans["8"] = {"1": {"tau": 0.5, "escalate": "majority:n=4"}, "2": {"tau": None, "escalate": "majority:n=2"},
+                  "3": {"tau": None, "escalate": "majority:n=4"}}
+    sols = router.solve_many(qs, Budget(n=8), cascade=True)  # True: the level plan
+    assert [s.trace["cascade"]["mode"] for s in sols] == ["level"] * 3
+    assert [s.trace["cascade"]["level"] for s in sols] == [rf.question_level(q) for q in qs] == ["1", "2", "3"]
+    assert "first" in sols[0].trace and "first" not in sols[1].trace  # level 1 checks the CoT first
+    assert sols[1].trace["escalation"]["strategy"] == "majority:n=2"
+    assert sols[2].trace["escalation"]["strategy"] == "majority:n=4"
+    assert all(0.0 < s.trace["cascade"]["level_probability"] <= 1.0 for s in sols)
+    # a level without a plan runs the budget's plan, and says so
+    del plans["8"]["2"]
+    assert router.solve(qs[1], Budget(n=8), cascade="level").trace["cascade"]["level_plan"] is False
+    # a tampered level model is refused at load time
+    copy = tmp_path / "tampered"
+    shutil.copytree(router.path, copy)
+    (copy / "levels.txt").write_text((copy / "levels.txt").read_text() + "\n")
+    with pytest.raises(ArtifactError, match="level model"):
+        load_artifact(copy)
+    # without the level model, True falls back to the bins; "level" says why it cannot
+    router.artifact.levels = None
+    assert router.default_cascade_mode == "binned"
+    with pytest.raises(RouterError, match="no level plans"):
+        router.solve(qs[0], Budget(n=8), cascade="level")
+
+
+def test_an_artifact_trained_without_levels_has_no_level_model(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=False)
+    assert router.artifact.levels is None and "levels" not in router.cascade
+    assert router.artifact.manifest["level_model"] is None and router.default_cascade_mode == "binned"
+
+
+def test_a_saved_level_plan_on_unseen_data_runs_by_the_levels_given():
+    from ttsopt.train.cascade import cascade_as_is
+
+    p = tiny_pair()
+    entry = {"budgets": {"8": {"tau": None, "escalate": STRATS[1]}},
+             "levels": {"budgets": {"8": {"1": {"tau": 0.5, "escalate": STRATS[1]},
+                                          "2": {"tau": None, "escalate": "cot"}}}}}
+    out = cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=8,
+                        levels=np.array(["1", "2", "1", "7"]))
+    acc, tokens, _, escalated = out["level"]
+    # problem 0 (level 1): CoT kept (33); 1 (level 2): the CoT alone (30); 2: kept; 3 (level 7: no plan):
+    # the budget's plan, Best-of-4 alone (100)
+    assert tokens.tolist() == [33.0, 30.0, 33.0, 100.0] and acc.tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert "level" not in cascade_as_is(p, entry, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=8)
+
+
+def test_a_router_trained_with_probes_runs_its_level_plan_without_drawing_a_probe(tmp_path):
+    router = rf.tiny_router(tmp_path, probe=True, levels=True, name="lv-probe")
+    assert router.default_cascade_mode == "level"  # level plans need no out-of-fold predictions
+    plans = router.cascade["levels"]["budgets"]["8"]
+    for level in plans:
+        plans[level] = {"tau": 0.5, "escalate": "majority:n=4"}
+    router.policy.calls.clear()
+    sol = router.solve("What is 12 + 30?", Budget(n=8), cascade=True)
+    assert sol.trace["cascade"]["mode"] == "level" and sol.trace["cascade"]["level"] == "1"
+    # the greedy CoT only (and the escalation where its check fails): no k-sample probe was drawn
+    assert all(params.n != rf.PROBE_K for _, params in router.policy.calls)

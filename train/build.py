@@ -135,8 +135,29 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
         "cascade": fit_cascade(table, gates, rest, out_of_fold_predictions(fit, table, settings)
                                if gates is not None and len(gates) and settings.probe_k is None else None),
     }
-    save_artifact(out, fit.booster, fit.pipeline, manifest)
+    levels = level_model(table, fit.pipeline, settings.seed) if any(
+        "levels" in c for c in manifest["cascade"].values()) else None
+    save_artifact(out, fit.booster, fit.pipeline, manifest, levels=levels)
     return manifest
+
+
+def level_model(table: pd.DataFrame, pipeline: Any, seed: int = 0) -> Any:
+    """The question's level from its text (:mod:`ttsopt.selector.levels`), fitted on one row per
+    training question with the router's own text statistics and embedding; None without levels."""
+    from ttsopt.selector.features import TEXT_COLUMNS
+    from ttsopt.selector.levels import fit_levels
+
+    from .cascade import NO_LEVEL
+
+    if "level" not in table.columns:
+        return None
+    q = table.drop_duplicates("question_key").reset_index(drop=True)
+    levels = q["level"].astype(str)
+    if levels.nunique() < 2 or levels.isin(NO_LEVEL).any():
+        return None
+    x = pipeline.transform(q)
+    cols = [c for c in x.columns if c in TEXT_COLUMNS or c.startswith("emb_")]
+    return fit_levels(x[cols].to_numpy(dtype=float), levels.to_numpy(), cols, seed=seed)
 
 
 def train_router(folders: Sequence[str | Path], out: str | Path, settings: TrainSettings, *,
@@ -155,4 +176,4 @@ def train_router(folders: Sequence[str | Path], out: str | Path, settings: Train
                         gates=load_gates(folders, score_models=gate_models, device=device), rest=load_rest(folders))
 
 
-__all__ = ["SEARCH_FIELDS", "catalogue", "search_settings", "train_router", "write_router"]
+__all__ = ["SEARCH_FIELDS", "catalogue", "level_model", "search_settings", "train_router", "write_router"]

@@ -13,9 +13,12 @@ Everything the cascade chooses (τ and S, per budget or per compute price λ) is
 training folds' problems, where the gate and the labels are known; it is then applied to the test
 fold's problems, whose only input is their own gate score. The option "no gate" (run S alone, no
 CoT) is always among the choices, so the cascade family contains every fixed strategy. The binned
-variant (:func:`_binned`, what ``cascade=True`` runs online) makes that choice per bin of the
-router's predicted CoT accuracy, so it uses the text's signal (how hard, across levels) and the
-check's (whether this answer is wrong) together.
+variant (:func:`_binned`) makes that choice per bin of the router's predicted CoT accuracy, so it
+uses the text's signal (how hard, across levels) and the check's (whether this answer is wrong)
+together; the level variant (:func:`_by_level`, what ``cascade=True`` runs online where the data
+has levels) makes it per level predicted from the text (:mod:`ttsopt.selector.levels`), so it
+contains the per-level rule of MEASUREMENTS.md (the option "no CoT" in every level) and adds the
+check within each level.
 
 Compute is the one measure of docs/architecture.md (tokens a KV-caching engine processes, FLOPs =
 2 × parameters × tokens per model): the CoT's tokens, the PRM's tokens on it, and, on escalation,
@@ -38,6 +41,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ttsopt.selector.decide import bin_of
+
 from .eval_pairs import BUDGETS, _argmax_cheapest, _Pair
 from .metrics import aiq_difference, gap_recovered, paired_bootstrap
 
@@ -48,6 +53,8 @@ CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e
 CASCADE_BINS = 5
 MIN_BIN = 5
 _NO_GATE = float("inf")  # τ that no score reaches: run S alone, without the CoT
+#: How a missing level reads once a table's level column is a string: such data gets no level plan.
+NO_LEVEL = frozenset({"", "nan", "None", "<NA>"})
 
 
 def cot_gates(folder: str | Path, *, score_models: bool = False, device: str = "cpu") -> pd.DataFrame:
@@ -168,10 +175,6 @@ def bin_edges(scores: np.ndarray, k: int = CASCADE_BINS) -> np.ndarray:
     return np.unique(np.quantile(scores, np.linspace(0, 1, k + 1)[1:-1])) if len(scores) else np.array([])
 
 
-def bin_of(scores: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    return np.searchsorted(np.asarray(edges, dtype=float), scores, side="right")
-
-
 def _choose_per_bin(c: _Cascade, rows: np.ndarray, bins: np.ndarray, k: int, allowed: np.ndarray,
                     lam: float = 0.0) -> list[tuple[np.ndarray, int, int]]:
     """Per bin, the rows it is chosen on and (τ, S) there (``bins`` are ``rows``' bins); a bin with
@@ -207,6 +210,49 @@ def _binned(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
             acc[te], tok[te], fl[te] = c.acc[te, t, s], c.tokens[te, t, s], c.flops[te, t, s]
             esc[te] = ~c.passed[te, t]
             picks.append({**_pick(c, p, t, s), "bin": b})
+    return acc, tok, fl, picks, esc
+
+
+def cross_fitted_levels(p: _Pair, seed: int = 0) -> np.ndarray | None:
+    """Each problem's level predicted from its text by :func:`~ttsopt.selector.levels.fit_levels`
+    fitted on the other folds' problems (their levels are training labels), with fold ``f``'s own
+    feature pipeline (``p.extra["features"][f]``); None without features or levels."""
+    from ttsopt.selector.levels import fit_levels
+
+    feats = p.extra.get("features")
+    if feats is None or len(set(p.levels)) < 2 or set(p.levels) & NO_LEVEL:
+        return None
+    idx = np.arange(len(p.fold))
+    out = np.empty(len(idx), dtype=object)
+    for f in np.unique(p.fold):
+        train, test = idx[p.fold != f], idx[p.fold == f]
+        x = np.nan_to_num(np.asarray(feats[int(f)], dtype=float))
+        model = fit_levels(x[train], p.levels[train], [f"x{j}" for j in range(x.shape[1])], seed=seed)
+        out[test] = model.predict(x[test])[0]
+    return out.astype(str)
+
+
+def _by_level(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
+    """The cascade with (τ, S) chosen per level: on the training problems of each level (their level
+    is a training label), applied to each test problem by its level predicted from its text
+    (``p.extra["level_pred"]``: :func:`cross_fitted_levels`); a predicted level the training folds
+    lack takes the choice on all of them."""
+    idx = np.arange(len(p.fold))
+    pred = p.extra["level_pred"]
+    acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
+    picks = []
+    for f in np.unique(p.fold):
+        train, test = idx[p.fold != f], idx[p.fold == f]
+        levels = sorted(set(p.levels[train]))
+        bins = np.array([levels.index(v) for v in p.levels[train]])
+        choices = dict(zip(levels, _choose_per_bin(c, train, bins, len(levels), allowed, lam)))
+        everyone = (train, *_choose(c, train, allowed, lam))
+        for level in sorted(set(pred[test])):
+            _, t, s = choices.get(level, everyone)
+            te = test[pred[test] == level]
+            acc[te], tok[te], fl[te] = c.acc[te, t, s], c.tokens[te, t, s], c.flops[te, t, s]
+            esc[te] = ~c.passed[te, t]
+            picks.append({**_pick(c, p, t, s), "level": level})
     return acc, tok, fl, picks, esc
 
 
@@ -250,9 +296,10 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     return acc, tok, fl, picks, esc
 
 
-#: What ``Router.solve(..., cascade=True)`` runs, as an offline variant: the binned plan where the
-#: evaluation has it, else the one plan per budget (``plain``, online ``"fitted"``).
-DEFAULT_VARIANTS = ("binned", "plain")
+#: What ``Router.solve(..., cascade=True)`` runs, as an offline variant: the level plan where the data
+#: has levels, else the binned plan where the evaluation has it, else the one plan per budget
+#: (``plain``, online ``"fitted"``).
+DEFAULT_VARIANTS = ("level", "binned", "plain")
 
 
 def default_variant(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -299,6 +346,9 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
     }
     if all(f"inner_pred_{int(f)}" in p.extra for f in np.unique(p.fold)):
         variants["binned"] = (lambda budget: _binned(c, p, c.n <= budget), lambda lam: _binned(c, p, everything, lam))
+    if p.extra.get("level_pred") is not None:
+        variants["level"] = (lambda budget: _by_level(c, p, c.n <= budget),
+                             lambda lam: _by_level(c, p, everything, lam))
     out = {name: _variant_report(base_p, base, at_budget, at_price, seed, wide=p)
            for name, (at_budget, at_price) in variants.items()}
     cot = p.label[:, p.strategies.index("cot")]
@@ -355,11 +405,13 @@ def _variant_report(p: _Pair, base: dict[str, Any], at_budget, at_price, seed: i
 
 
 def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens: np.ndarray, prm_flops: np.ndarray,
-                  prompt: np.ndarray, budget: int) -> dict[str, dict[str, Any]] | None:
+                  prompt: np.ndarray, budget: int,
+                  levels: np.ndarray | None = None) -> dict[str, dict[str, Any]] | None:
     """A saved router's fitted cascade (``manifest["cascade"][pair]``) on data it never saw, at budget N:
     per problem outcome, tokens, FLOPs and whether it escalated, for the ``fitted``, ``binned`` (by the
-    router's prediction of the CoT's accuracy, ``p.pred``) and ``router`` modes (as :meth:`Router.solve_many`
-    runs them). None when no plan is fitted at or below N."""
+    router's prediction of the CoT's accuracy, ``p.pred``), ``level`` (by ``levels``, each problem's level
+    as the artifact's level model predicts it) and ``router`` modes (as :meth:`Router.solve_many` runs
+    them). None when no plan is fitted at or below N."""
     fitted = sorted(int(k) for k in entry.get("budgets", {}) if int(k) <= budget)
     if not fitted or "cot" not in p.strategies:
         return None
@@ -390,6 +442,13 @@ def cascade_as_is(p: _Pair, entry: dict[str, Any], gate: np.ndarray, prm_tokens:
                           if str(fitted[-1]) in entry.get("bins", {}).get("budgets", {}) else None)):
         if result is not None:
             out[mode] = result
+    level_plans = entry.get("levels", {}).get("budgets", {}).get(str(fitted[-1]))
+    if level_plans is not None and levels is not None:
+        names = sorted(level_plans)  # a level without a plan takes the budget's, as online
+        which = np.array([names.index(v) if v in level_plans else len(names) for v in map(str, levels)])
+        result = run([*(level_plans[k] for k in names), plan], which)
+        if result is not None:
+            out["level"] = result
     tau = plan.get("router_tau")
     fits = p.n <= (budget - 1 if tau is not None else budget)
     if tau is not None:
@@ -444,7 +503,10 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
     the threshold τ (None: no CoT first) and the escalation strategy, with their training accuracy
     and mean compute (``manifest["cascade"]``; the Router runs it online, :meth:`Router.solve_many`).
     With ``pred`` (the router's out-of-fold predictions of ``table``'s rows) also the binned plan
-    (``bins``): the edges of the predicted CoT accuracy and, per budget, one (τ, S) per bin."""
+    (``bins``): the edges of the predicted CoT accuracy and, per budget, one (τ, S) per bin; where
+    every problem has a level (two or more of them), the level plan (``levels``): per budget, one
+    (τ, S) per level, chosen on that level's problems (a level with fewer than :data:`MIN_BIN` on
+    all of them)."""
     from .eval_pairs import _pair_keys, _pairs
 
     if gates is None or not len(gates):
@@ -479,9 +541,17 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
                 "budgets": {str(b): [_plan(c, p, on, ti, si)
                                      for on, ti, si in _choose_per_bin(c, rows, bins, len(edges) + 1, c.n <= b)]
                             for b in map(int, budgets)}}
+        levels = sorted(set(p.levels))
+        if len(levels) >= 2 and not set(levels) & NO_LEVEL:
+            which = np.array([levels.index(v) for v in p.levels])
+            out[p.name]["levels"] = {
+                "by": "the question's level, predicted online from its text (the artifact's level model)",
+                "budgets": {str(b): {lv: _plan(c, p, on, ti, si) for lv, (on, ti, si)
+                                     in zip(levels, _choose_per_bin(c, rows, which, len(levels), c.n <= b))}
+                            for b in map(int, budgets)}}
     return out
 
 
-__all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "DEFAULT_VARIANTS", "bin_edges", "bin_of", "cascade_as_is",
-           "default_variant", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+__all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "DEFAULT_VARIANTS", "NO_LEVEL", "bin_edges", "bin_of", "cascade_as_is",
+           "cross_fitted_levels", "default_variant", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
            "load_gates", "with_rest"]

@@ -70,7 +70,16 @@ def _tau(tau: float | None) -> str:
 
 
 _CASCADE_VARIANTS = {"plain": "cascade (τ, escalation per fold)", "router": "cascade + router escalation",
-                     "binned": "cascade per bin of predicted CoT accuracy"}
+                     "binned": "cascade per bin of predicted CoT accuracy",
+                     "level": "cascade per level predicted from the text"}
+
+
+def _where(pick: dict[str, Any]) -> str:
+    """"bin 2: " / "level 3: " / "" before a cascade choice."""
+    for k in ("bin", "level"):
+        if k in pick:
+            return f"{k} {pick[k]}: "
+    return ""
 
 
 def _aiq_ci(curve: dict[str, Any], other: str) -> str:
@@ -87,7 +96,7 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
                  "| pair | N | best fixed | mode | accuracy [95% CI of diff] | oracle | gap recovered | escalated | "
                  "GFLOPs/problem |", "|---|---|---|---|---|---|---|---|---|"]
         for name, n, b in as_is:
-            for mode in ("binned", "fitted", "router"):
+            for mode in ("level", "binned", "fitted", "router"):
                 c = b.get(f"cascade_{mode}")
                 if c is not None:
                     lines.append(f"| {name} | {n} | {b['best_fixed']['accuracy']:.3f} | {mode} | {c['accuracy']:.3f} "
@@ -109,8 +118,7 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
                 b = c.get(v, {}).get("budgets", {}).get(n)
                 if b is None:
                     continue
-                picks = sorted({("bin " + str(q["bin"]) + ": " if "bin" in q else "") + f"{_tau(q['tau'])} → {q['escalate']}"
-                                for q in b["choices"]})
+                picks = sorted({_where(q) + f"{_tau(q['tau'])} → {q['escalate']}" for q in b["choices"]})
                 if len(picks) > 4:
                     picks = picks[:4] + [f"… {len(picks)} distinct over folds and bins"]
                 lines.append(f"| {name} | {n} | {base[n]['best_fixed']['accuracy']:.3f} | {label} | {b['accuracy']:.3f} "

@@ -34,7 +34,7 @@ from ttsopt.search.pairs import Pair
 from ttsopt.selector.pipeline import ORACLE_COLUMNS, PROBE_FEATURES
 
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
-from .cascade import evaluate_cascade, gate_vectors, load_gates, with_rest
+from .cascade import cross_fitted_levels, evaluate_cascade, gate_vectors, load_gates, with_rest
 from .rest import load_rest
 from .crossfit import (CrossFit, _folds_like, _with_probe_columns, cross_fit, cross_fit_nested,  # noqa: F401
                        load_probe_tables)
@@ -216,6 +216,7 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
         policy, prm = _pair_keys(t, p.name)
         if gates is not None and len(gates):
             p.extra["gate"] = gate_vectors(gates, policy, prm, p.extra["problem_ids"])
+            p.extra["level_pred"] = cross_fitted_levels(p, settings.seed)
             p.extra["cascade_options"] = with_rest(p, rest, policy, prm)
         for k, pt in probe_tables.items():
             per = pt[(pt["policy"] == policy) & (pt["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
@@ -276,6 +277,7 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
         vec = None if gates is None or entry is None or not len(gates) else gate_vectors(
             gates, *_pair_keys(t, p.name), p.extra["problem_ids"])
         wide = with_rest(p, rest, *_pair_keys(t, p.name)) if vec is not None else None
+        levels = _artifact_levels(artifact, t, p) if vec is not None and entry.get("levels") else None
         for budget in BUDGETS:
             allowed = p.n <= budget
             if not allowed.any():
@@ -297,7 +299,7 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
                 "gap_recovered": gap_recovered(float(router.mean()), float(fixed.mean()), float(oracle.mean())),
                 "shares": _shares(p, pick),
             }
-            cascade = cascade_as_is(wide, entry, *vec, budget) if vec is not None else None
+            cascade = cascade_as_is(wide, entry, *vec, budget, levels=levels) if vec is not None else None
             for mode, (acc, tok, fl, esc) in (cascade or {}).items():
                 ci = paired_bootstrap(acc, fixed, seed=seed)
                 budgets[str(budget)][f"cascade_{mode}"] = {
@@ -310,6 +312,16 @@ def evaluate_as_is(artifact, table: pd.DataFrame, *, seed: int = 0,
     return {"mode": "as-is (data the router never saw)", "folds": 0, "rows": len(t),
             "gap_recovered": float(np.mean(gaps)) if gaps else None, "compute_multiplier": None,
             "brier": brier(t["pred"].to_numpy(), t["label"].to_numpy()), "pairs": pairs}
+
+
+def _artifact_levels(artifact: Any, t: pd.DataFrame, p: Any) -> np.ndarray | None:
+    """The pair's problems' levels as the artifact's level model predicts them from their text."""
+    if artifact.levels is None:
+        return None
+    policy, prm = _pair_keys(t, p.name)
+    rows = t[(t["policy"] == policy) & (t["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
+    x = artifact.pipeline.transform(rows.loc[p.extra["problem_ids"]].reset_index())
+    return artifact.levels.predict(x[artifact.levels.columns].to_numpy(dtype=float))[0].astype(str)
 
 
 __all__ = ["BUDGETS", "CrossFit", "LAMBDAS", "cross_fit", "cross_fit_nested", "evaluate", "evaluate_as_is",
