@@ -162,18 +162,23 @@ def level_model(table: pd.DataFrame, pipeline: Any, seed: int = 0) -> Any:
 
 def train_router(folders: Sequence[str | Path], out: str | Path, settings: TrainSettings, *,
                  storage: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 gate_models: bool = False, device: str = "cpu") -> dict[str, Any]:
+                 gate_models: bool = False, device: str = "cpu", gates: pd.DataFrame | None = None,
+                 rest: pd.DataFrame | None = None) -> dict[str, Any]:
     """Tune (resuming the study in ``storage``), fit on every row, save the artifact; returns its manifest.
 
     ``gate_models``: also score the stored CoTs with PRMs that have weights (loaded on ``device``), so
-    that their pairs get a cascade; a PRM without parameters (calc) always does."""
+    that their pairs get a cascade; a PRM without parameters (calc) always does. ``gates`` and
+    ``rest``, when a caller has them already (:func:`~ttsopt.train.cascade.load_gates`,
+    :func:`~ttsopt.train.rest.load_rest` of the same ``folders``), are used instead of reading them again."""
     from .cascade import load_gates
     from .rest import load_rest
 
     table = load_training_table(folders, probe_k=settings.probe_k)
+    if gates is None:
+        gates = load_gates(folders, score_models=gate_models, device=device)
     return write_router(table, out, settings, search=search_settings(folders, table, settings), snapshots=folders,
-                        storage=storage, progress=progress,
-                        gates=load_gates(folders, score_models=gate_models, device=device), rest=load_rest(folders))
+                        storage=storage, progress=progress, gates=gates,
+                        rest=load_rest(folders) if rest is None else rest)
 
 
 __all__ = ["SEARCH_FIELDS", "catalogue", "level_model", "search_settings", "train_router", "write_router"]

@@ -220,6 +220,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
 
     table = load_training_table([snapshot])
     data_hash = table_hash(table)
+    gates, rest = load_gates([snapshot]), load_rest([snapshot])  # once, for training and evaluation
     train_settings = TrainSettings(trials=settings.trials, folds=settings.folds)
     router = out / "router"
     stages.stage("train")
@@ -233,7 +234,8 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
             and current.manifest["settings"].get("trials") == settings.trials):
         skipped.append("train")
     else:
-        train_router([snapshot], router, train_settings, progress=stages.counter("Optuna trials", settings.trials))
+        train_router([snapshot], router, train_settings, progress=stages.counter("Optuna trials", settings.trials),
+                     gates=gates, rest=rest)
     seconds["train"] = time.perf_counter() - t
 
     stages.stage("evaluate")
@@ -245,8 +247,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     else:
         # one pair, so no leave-one-pair-out; every pair with a problem per fold is evaluated
         report = evaluate(table, train_settings, progress=stages.counter("fits (tuned inside each)", settings.folds),
-                          min_problems=settings.folds, lopo=False, gates=load_gates([snapshot]),
-                          rest=load_rest([snapshot]))
+                          min_problems=settings.folds, lopo=False, gates=gates, rest=rest)
         report["eval_format"] = EVAL_FORMAT
         report["router"] = str(router)
         report["training_data_hash"] = data_hash
