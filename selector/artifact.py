@@ -102,13 +102,7 @@ def load_artifact(path: str | Path) -> RouterArtifact:
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{manifest_path}: router schema {manifest.get('schema_version')}, this ttsopt reads "
                             f"{SCHEMA_VERSION}: retrain it with `ttsopt train`")
-    model_path = path / manifest.get("model_file", MODEL_FILE)
-    if not model_path.is_file():
-        raise ArtifactError(f"{path}: the manifest names {model_path.name}, which is missing")
-    text = model_path.read_text()
-    if _sha256(text) != manifest.get("model_sha256"):
-        raise ArtifactError(f"{model_path}: its SHA-256 is not the one in {MANIFEST_FILE}: the model or the "
-                            "manifest was changed after training")
+    text = _checked_text(path, manifest.get("model_file", MODEL_FILE), manifest.get("model_sha256"), "model")
     trained = str(manifest.get("versions", {}).get("lightgbm", ""))
     if trained.split(".")[0] != lgb.__version__.split(".")[0]:
         raise ArtifactError(f"{path}: trained with LightGBM {trained}, this is {lgb.__version__} (another major "
@@ -120,19 +114,23 @@ def load_artifact(path: str | Path) -> RouterArtifact:
     return RouterArtifact(lgb.Booster(model_str=text), pipeline, manifest, _load_levels(path, manifest))
 
 
+def _checked_text(path: Path, name: str, sha256: str | None, what: str) -> str:
+    """The text of the file ``name`` under ``path``, refused unless its SHA-256 is the manifest's."""
+    file = path / name
+    if not file.is_file():
+        raise ArtifactError(f"{path}: the manifest names {file.name}, which is missing")
+    text = file.read_text()
+    if _sha256(text) != sha256:
+        raise ArtifactError(f"{file}: its SHA-256 is not the one in {MANIFEST_FILE}: the {what} or the "
+                            "manifest was changed after training")
+    return text
+
+
 def _load_levels(path: Path, manifest: dict[str, Any]) -> LevelModel | None:
     entry = manifest.get("level_model")
     if not entry:
         return None
-    text = None
-    if entry.get("file"):
-        level_path = path / entry["file"]
-        if not level_path.is_file():
-            raise ArtifactError(f"{path}: the manifest names {level_path.name}, which is missing")
-        text = level_path.read_text()
-        if _sha256(text) != entry.get("sha256"):
-            raise ArtifactError(f"{level_path}: its SHA-256 is not the one in {MANIFEST_FILE}: the level model or "
-                                "the manifest was changed after training")
+    text = _checked_text(path, entry["file"], entry.get("sha256"), "level model") if entry.get("file") else None
     return LevelModel.from_text(text, entry["classes"], entry["columns"])
 
 
