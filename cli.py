@@ -477,6 +477,8 @@ def evaluate(
     trials: Optional[int] = typer.Option(None, help="Optuna trials per fold (default: the router's)"),
     probe_k: list[int] = typer.Option([], "--probe-k", help="also evaluate a router with probe features of k "
                                       "samples (repeatable; snapshots without probes are skipped)"),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="write the accuracy-against-compute figure as PNG "
+                                            "(cross-fitted evaluations: the curves need refits)"),
 ) -> None:
     """Cross-fitted evaluation on the router's own data (refit and re-tuned per fold, grouped by question)."""
     import json
@@ -521,7 +523,6 @@ def evaluate(
             probes, _missing = load_probe_tables(data, probe_k)
             task = bar.add_task("fits (tuned inside each)", total=settings.folds)
             from ttsopt.train.cascade import load_gates
-
             from ttsopt.train.rest import load_rest
 
             report = run_evaluation(table, settings, probe_tables=probes, gates=load_gates(data), rest=load_rest(data),
@@ -532,7 +533,6 @@ def evaluate(
         con.print("evaluating the saved router as it is: this is not its training data")
         try:
             from ttsopt.train.cascade import load_gates
-
             from ttsopt.train.rest import load_rest
 
             report = evaluate_as_is(artifact, table, gates=load_gates(data), rest=load_rest(data))
@@ -545,6 +545,13 @@ def evaluate(
         atomic_write_text(json_out, json.dumps(report, indent=1, default=float) + "\n")
     if markdown_out is not None:
         atomic_write_text(markdown_out, text)
+    if plot_out is not None:
+        if any(p.get("curve") for p in report["pairs"].values()):
+            from ttsopt.train.plots import accuracy_vs_flops, to_png
+
+            plot_out.write_bytes(to_png(accuracy_vs_flops(report)))
+        else:
+            con.print("[yellow]no figure:[/] an evaluation as it is has no accuracy-against-compute curves")
     print(text)
 
 

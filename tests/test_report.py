@@ -115,6 +115,24 @@ def test_the_command_writes_the_page(tiny, evaluated, tmp_path):
     assert res.exit_code == 2
 
 
+def test_evaluate_writes_its_json_tables_and_figure(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from ttsopt.cli import app
+
+    snap, router = tiny
+    paths = {k: tmp_path / f"eval.{k}" for k in ("json", "md", "png")}
+    res = CliRunner().invoke(app, ["evaluate", "--router", str(router), "--data", str(snap), "--trials", "1",
+                                   "--json", str(paths["json"]), "--markdown", str(paths["md"]),
+                                   "--plot", str(paths["png"])])
+    assert res.exit_code == 0, res.output
+    assert "cross-fitting" in res.output
+    report = json.loads(paths["json"].read_text())
+    assert report["mode"] == "cross-fitted" and all(p["problems"] > 0 for p in report["pairs"].values())
+    assert paths["md"].read_text().startswith("Evaluation (cross-fitted")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_cascade_is_drawn_where_the_evaluation_has_it():
     import json
     from pathlib import Path
@@ -123,7 +141,7 @@ def test_the_cascade_is_drawn_where_the_evaluation_has_it():
 
     path = Path(__file__).resolve().parents[1] / "benchmarks/results/selector/arith-router-eval.json"
     evaluation = json.loads(path.read_text())
-    label = "verify-first cascade (solve --cascade, λ sweep)"
+    label = "verify-first cascade (solve --cascade true, λ sweep)"
     fig = plots.accuracy_vs_flops(evaluation)
     assert label in [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     for p in evaluation["pairs"].values():

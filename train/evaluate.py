@@ -222,7 +222,7 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
             per = pt[(pt["policy"] == policy) & (pt["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
             p.extra[f"probe_features_k{k}"] = per.reindex(p.extra["problem_ids"])[list(PROBE_FEATURES)].to_numpy(
                 dtype=float)
-    pairs = {p.name: evaluate_pair(p, seed=settings.seed) for p in pairs_data}
+    pairs = {p.name: {"problems": len(p.fold), **evaluate_pair(p, seed=settings.seed)} for p in pairs_data}
     skipped = sorted({Pair(a, b).name for a, b in t[["policy", "prm"]].drop_duplicates().itertuples(index=False)}
                      - set(pairs))
     gaps = [b["gap_recovered"] for p in pairs.values() for b in p["budgets"].values()
@@ -329,7 +329,7 @@ __all__ = ["BUDGETS", "CrossFit", "LAMBDAS", "cross_fit", "cross_fit_nested", "e
 
 
 def _main(argv: list[str] | None = None) -> None:
-    """``python3 -m ttsopt.train.evaluate --data DIR... --trials T --probe-k 1 2 4 --json J --markdown M``:
+    """``python3 -m ttsopt.train.evaluate --data DIR... --trials T --probe-k 1 2 4 --json J --markdown M --plot P``:
     the cross-fitted evaluation straight from snapshot folders (no router artifact needed; ``ttsopt
     evaluate`` does the same from a router's settings)."""
     import argparse
@@ -349,6 +349,7 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-lopo", action="store_true")
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--markdown", dest="markdown_out")
+    ap.add_argument("--plot", dest="plot_out", help="write the accuracy-against-compute figure as PNG")
     args = ap.parse_args(argv)
     table = load_training_table(args.data)
     probes, missing = load_probe_tables(args.data, args.probe_k)
@@ -369,6 +370,11 @@ def _main(argv: list[str] | None = None) -> None:
     if args.markdown_out:
         with open(args.markdown_out, "w") as fh:
             fh.write(text)
+    if args.plot_out:
+        from .plots import accuracy_vs_flops, to_png
+
+        with open(args.plot_out, "wb") as fh:
+            fh.write(to_png(accuracy_vs_flops(report)))
     print(text)
 
 

@@ -222,7 +222,7 @@ def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | 
              plt.Line2D([], [], color=ROLE_COLORS["hull"], lw=1.2, ls=":", label="hull of fixed strategies")]
     if any(p.get("cascade") for p in evaluation.get("pairs", {}).values()):
         extra.append(plt.Line2D([], [], color=ROLE_COLORS["cascade"], lw=2,
-                                label="verify-first cascade (solve --cascade, λ sweep)"))
+                                label="verify-first cascade (solve --cascade true, λ sweep)"))
     bottom = _method_legend(fig, [m for m in METHODS if any(method_of(q["strategy"]) == m for _, c in pairs
                                                        for q in c.get("fixed", []))], extra, ncol=5, points=True)
     top = _suptitle(fig, "Accuracy against compute: fixed strategies (points), router and rules (curves)")
