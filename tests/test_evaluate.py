@@ -206,3 +206,25 @@ def test_out_of_fold_predictions_come_from_boosters_that_never_saw_the_question(
         assert (fit.oof_fold[test] == f).all()  # each row predicted by its own held-out fold's booster
     # it learned the hard/easy split out of fold
     assert fit.oof[table["txt_numbers"] == 1].mean() < fit.oof[table["txt_numbers"] == 0].mean()
+
+
+def test_with_gate_scores_and_levels_the_evaluation_adds_the_cascades_and_says_how_well_levels_were_predicted():
+    import router_fixtures as rf
+
+    from ttsopt.train.evaluate import evaluate, markdown
+    from ttsopt.train.tuning import TrainSettings
+
+    table = rf.synthetic_table(probe=False, levels=True).assign(difficulty="medium", pass_at_1=0.5)
+    report = evaluate(table, TrainSettings(trials=1, folds=3, n_components=2), gates=rf.synthetic_gates(),
+                      lopo=False, min_problems=10)
+    cascade = report["pairs"]["scripted+calc"]["cascade"]
+    assert {"plain", "router", "binned", "level"} <= set(cascade)
+    # every level choice names a level the training folds had, and every problem was routed by one
+    picks = [q for b in cascade["level"]["budgets"].values() for q in b["choices"]]
+    assert {q["level"] for q in picks} <= {"1", "2", "3"}
+    assert 1 / 3 < cascade["levels"]["held_out_accuracy"] <= 1.0  # better than chance from text alone
+    assert "cascade per level predicted from the text" in markdown(report)
+    # without levels (a problem set that has none) there is no level variant, the others stay
+    plain = evaluate(table.assign(level=""), TrainSettings(trials=1, folds=3, n_components=2),
+                     gates=rf.synthetic_gates(), lopo=False, min_problems=10)["pairs"]["scripted+calc"]["cascade"]
+    assert "level" not in plain and "binned" in plain

@@ -355,6 +355,8 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
     out["gate"] = {"by_score": {f"{v:g}": {"problems": int((gate == v).sum()),
                                            "cot_accuracy": float(cot[gate == v].mean())}
                                 for v in np.unique(gate)[:20]}}
+    if p.extra.get("level_pred") is not None:
+        out["levels"] = {"held_out_accuracy": float((p.extra["level_pred"] == p.levels).mean())}
     return out
 
 

@@ -150,6 +150,10 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     lines += ["", "CoT accuracy by the PRM's lowest step score on it (problems): " + "; ".join(
         f"{name}: " + ", ".join(f"{v} → {q['cot_accuracy']:.2f} ({q['problems']})" for v, q in c["gate"]["by_score"].items())
         for name, c in pairs.items())]
+    held = [f"{name} {c['levels']['held_out_accuracy']:.2f}" for name, c in pairs.items() if "levels" in c]
+    if held:
+        lines += ["", "The level cascade's level model (selector/levels.py), fitted on the training folds: accuracy of "
+                  "its predicted level on the held-out problems: " + "; ".join(held)]
     return lines
 
 
