@@ -420,11 +420,11 @@ def main() -> None:  # pragma: no cover
 
 
 def _settings(trials: int, timeout: Optional[float], folds: int, seed: int, components: int,
-              probe_k: Optional[int]):
+              probe_k: Optional[int], tune_metric: str = "cross_entropy"):
     from ttsopt.train.tuning import TrainSettings
 
     return TrainSettings(trials=trials, timeout_s=timeout, folds=folds, seed=seed, n_components=components,
-                         probe_k=probe_k)
+                         probe_k=probe_k, tune_metric=tune_metric)
 
 
 def _check_snapshots(con, data: list[Path]) -> None:
@@ -449,6 +449,8 @@ def train(
     gate_models: bool = typer.Option(False, help="fit the verify-first cascade for PRMs with weights too: "
                                      "they score the snapshot's stored CoTs here (calc always does, for free)"),
     device: str = typer.Option("cpu", help="torch device for --gate-models"),
+    tune_metric: str = typer.Option("cross_entropy", help="what Optuna minimises: `cross_entropy` (grouped CV "
+                                    "loss) or `regret` (of the router's argmax within each budget N)"),
 ) -> None:
     """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; write the router artifact."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -457,15 +459,21 @@ def train(
 
     con = _console()
     _check_snapshots(con, data)
+    try:
+        settings = _settings(trials, timeout, folds, seed, components, probe_k, tune_metric)
+    except ValueError as e:
+        con.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con) as bar:
         task = bar.add_task("Optuna trials", total=trials)
-        manifest = train_router(data, out, _settings(trials, timeout, folds, seed, components, probe_k),
+        manifest = train_router(data, out, settings,
                                 storage=study, progress=lambda done, total: bar.update(task, completed=done),
                                 gate_models=gate_models, device=device)
     m = manifest["metrics"]
-    con.print(f"router {out}: {m['rows']} rows, {len(manifest['catalogue'])} pairs, cv cross-entropy "
-              f"{m['cv_cross_entropy']:.4f}, {m['trials_in_study']} trials in the study, {m['train_seconds']:.1f} s")
+    metric = manifest["settings"].get("tune_metric", "cross_entropy")
+    con.print(f"router {out}: {m['rows']} rows, {len(manifest['catalogue'])} pairs, cv {metric.replace('_', '-')} "
+              f"{m[f'cv_{metric}']:.4f}, {m['trials_in_study']} trials in the study, {m['train_seconds']:.1f} s")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import router_fixtures as rf
 from fakes import HashPRM, LevelPolicy
 
 from ttsopt.data import Problem
@@ -134,3 +135,35 @@ def test_training_does_not_depend_on_the_order_a_sweep_wrote_its_rows(snapshot):
     b = tune_and_fit(canonical_order(shuffled), settings)
     assert a.cv_loss == b.cv_loss
     np.testing.assert_array_equal(predict(a, table), predict(b, table))
+
+
+def test_the_regret_the_tuning_can_minimise_is_the_argmax_decision_scored_by_hand():
+    import pandas as pd
+
+    from ttsopt.train.tuning import _Regret
+
+    # one problem, three strategies: A (n=1) label 0.2, B (n=2) 0.9, C (n=2) 0.9 but more tokens
+    table = pd.DataFrame({"policy": "p", "prm": "calc", "problem_id": "q", "n": [1, 2, 2],
+                          "label": [0.2, 0.9, 0.9], "tokens": [10.0, 20.0, 30.0]})
+    regret = _Regret.of(table)
+    # N = 1: only A fits (regret 0); N >= 2: the oracle is 0.9
+    assert regret(np.array([0.5, 0.8, 0.1])) == pytest.approx(0.0)  # B chosen at N >= 2
+    assert regret(np.array([0.9, 0.1, 0.2])) == pytest.approx(4 * 0.7 / 5)  # A chosen at every N
+    assert regret(np.array([0.1, 0.5, 0.5])) == pytest.approx(0.0)  # a tie goes to the cheaper B
+
+
+def test_tuning_for_regret_keeps_its_own_study_and_says_what_it_minimised(tmp_path):
+    from ttsopt.train.tuning import TrainSettings, tune_and_fit
+
+    with pytest.raises(ValueError, match="tune_metric"):
+        TrainSettings(tune_metric="accuracy")
+    table = rf.synthetic_table(probe=False)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    loss = tune_and_fit(table, TrainSettings(trials=2, folds=3, n_components=2), storage=storage)
+    regret = tune_and_fit(table, TrainSettings(trials=2, folds=3, n_components=2, tune_metric="regret"),
+                          storage=storage)
+    assert loss.trials == 2 and regret.trials == 2  # its own study: not resumed from the cross-entropy one
+    again = tune_and_fit(table, TrainSettings(trials=1, folds=3, n_components=2, tune_metric="regret"),
+                         storage=storage)
+    assert again.trials == 3  # ... which a second call with the same metric resumes
+    assert 0.0 <= regret.cv_loss <= 1.0  # a regret of labels in [0, 1]

@@ -347,13 +347,14 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--probe-k", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--min-problems", type=int, default=MIN_PROBLEMS)
     ap.add_argument("--no-lopo", action="store_true")
+    ap.add_argument("--tune-metric", default="cross_entropy", help="what Optuna minimises in each fold")
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--markdown", dest="markdown_out")
     ap.add_argument("--plot", dest="plot_out", help="write the accuracy-against-compute figure as PNG")
     args = ap.parse_args(argv)
     table = load_training_table(args.data)
     probes, missing = load_probe_tables(args.data, args.probe_k)
-    settings = TrainSettings(trials=args.trials, folds=args.folds, seed=args.seed)
+    settings = TrainSettings(trials=args.trials, folds=args.folds, seed=args.seed, tune_metric=args.tune_metric)
     start = time.perf_counter()
     report = evaluate(table, settings, probe_tables=probes, min_problems=args.min_problems, lopo=not args.no_lopo,
                       gates=load_gates(args.data), rest=load_rest(args.data),

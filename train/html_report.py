@@ -135,6 +135,13 @@ def render_figures(artifact: Any, table: pd.DataFrame, evaluation: dict[str, Any
 # --------------------------------------------------------------------------- the page
 
 
+def _cv_metric(manifest: dict) -> str:
+    """"CV cross-entropy 0.3467" or "CV regret 0.0512": what the router's tuning minimised, and its value."""
+    metric = manifest.get("settings", {}).get("tune_metric", "cross_entropy")
+    value = manifest.get("metrics", {}).get(f"cv_{metric}")
+    return f"CV {metric.replace('_', '-')} {_fmt(value, '.4f')}"
+
+
 def _fmt(v: Any, spec: str = ".3f") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
@@ -277,8 +284,8 @@ def build_report(router: str | Path, data: Sequence[str | Path], out: str | Path
     m = artifact.manifest
     counts = _pair_problem_counts(table)
     meta = [f"Router <code>{html.escape(str(router))}</code> (created {html.escape(str(m.get('created_at', '?')))}, "
-            f"{m.get('metrics', {}).get('trials_in_study', '?')} Optuna trials, CV cross-entropy "
-            f"{_fmt(m.get('metrics', {}).get('cv_cross_entropy'), '.4f')}, {m.get('rounds', '?')} trees).",
+            f"{m.get('metrics', {}).get('trials_in_study', '?')} Optuna trials, {_cv_metric(m)}, "
+            f"{m.get('rounds', '?')} trees).",
             "Data: " + html.escape(", ".join(str(d) for d in data) or "a table given in Python") +
             f" — {len(table)} rows, " + html.escape(", ".join(f"{k}: {v} problems" for k, v in counts.items())) + ".",
             eval_note + ".",

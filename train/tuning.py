@@ -9,6 +9,14 @@ way ``ttsopt train`` resumes one; ``lgb.cv`` with our own grouped ``folds=`` and
 The objective is ``cross_entropy`` on the fractional labels (an expected accuracy in [0, 1]),
 so predictions are probabilities; categoricals (policy, PRM family, method, aggregation, vote)
 are LightGBM's own. Folds group by question key: a question never sits on both sides.
+
+What Optuna minimises is ``TrainSettings.tune_metric``: the grouped-CV cross-entropy (default), or
+``"regret"``, the decision the router will make with the model: per (pair, problem) and budget N
+of the evaluation, the best label among the strategies with n <= N minus the label of the one
+with the highest out-of-fold prediction (ties to the cheaper). Why offer it: the router acts on
+an argmax over ~20 noisy predictions per problem, and the settings with the lowest loss need not
+be the ones whose argmax is best. Pruning reads the cross-entropy either way (a trial whose loss
+is hopeless is not worth finishing).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ FIXED_PARAMS = {"objective": "cross_entropy", "metric": "cross_entropy", "verbos
                 "num_threads": 1, "deterministic": True, "force_col_wise": True, "seed": 0}
 MAX_ROUNDS = 600
 EARLY_STOPPING = 30
+TUNE_METRICS = ("cross_entropy", "regret")
+#: The budgets N whose argmax regret ``tune_metric="regret"`` averages (the evaluation's).
+REGRET_BUDGETS = (1, 2, 4, 8, 16)
 
 
 @dataclass
@@ -43,6 +54,12 @@ class TrainSettings:
     seed: int = 0
     n_components: int = 8
     probe_k: int | None = None
+    #: What Optuna minimises: "cross_entropy" (grouped CV loss) or "regret" (of the argmax within N).
+    tune_metric: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        if self.tune_metric not in TUNE_METRICS:
+            raise ValueError(f"tune_metric must be one of {', '.join(TUNE_METRICS)}, got {self.tune_metric!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,13 +103,56 @@ def _search_space(trial) -> dict[str, Any]:
     }
 
 
-def _cv(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any], callbacks=()) -> tuple[float, int]:
+def _cv(x: pd.DataFrame, y: np.ndarray, folds, params: dict[str, Any], callbacks=(),
+        regret: "_Regret | None" = None) -> tuple[float, int]:
+    """(the grouped CV's cross-entropy, or with ``regret`` the argmax regret of its out-of-fold
+    predictions; the rounds early stopping kept)."""
     import lightgbm as lgb
 
     result = lgb.cv({**FIXED_PARAMS, **params}, _dataset(x, y), num_boost_round=MAX_ROUNDS, folds=folds,
-                    stratified=False, callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False), *callbacks])
+                    stratified=False, return_cvbooster=regret is not None,
+                    callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False), *callbacks])
     losses = result["valid cross_entropy-mean"]
-    return float(losses[-1]), len(losses)
+    if regret is None:
+        return float(losses[-1]), len(losses)
+    pred = np.full(len(y), np.nan)
+    for (_, test), booster in zip(folds, result["cvbooster"].boosters):
+        pred[test] = booster.predict(x.iloc[test], num_iteration=len(losses))
+    return regret(pred), len(losses)
+
+
+@dataclass
+class _Regret:
+    """The mean over (pair, problem) and :data:`REGRET_BUDGETS` of the best label within N minus the
+    label of the highest prediction within N (ties to the cheaper): the router's decision, scored."""
+
+    group: np.ndarray  # (rows,) one code per (pair, problem)
+    n: np.ndarray
+    label: np.ndarray
+    tokens: np.ndarray
+
+    @classmethod
+    def of(cls, table: pd.DataFrame) -> "_Regret":
+        group = pd.factorize(table["policy"].astype(str) + "|" + table["prm"].astype(str) + "|"
+                             + table["problem_id"].astype(str))[0]
+        return cls(group, table["n"].to_numpy(), table["label"].to_numpy(dtype=float),
+                   table["tokens"].to_numpy(dtype=float))
+
+    def __call__(self, pred: np.ndarray) -> float:
+        regrets = []
+        for budget in REGRET_BUDGETS:
+            ok = self.n <= budget
+            if not ok.any():
+                continue
+            g, lab, p, tok = self.group[ok], self.label[ok], pred[ok], self.tokens[ok]
+            best = np.full(self.group.max() + 1, -np.inf)
+            np.maximum.at(best, g, lab)
+            # the chosen row per group: highest prediction, then fewest tokens (lexsort: last key first)
+            order = np.lexsort((tok, -p, g))
+            first = np.r_[True, g[order][1:] != g[order][:-1]]
+            chosen = order[first]
+            regrets.append(best[g[chosen]] - lab[chosen])
+        return float(np.concatenate(regrets).mean())
 
 
 def tune_and_fit(table: pd.DataFrame, settings: TrainSettings, *, storage: str | None = None,
@@ -115,13 +175,17 @@ def tune_and_fit(table: pd.DataFrame, settings: TrainSettings, *, storage: str |
     y = table["label"].to_numpy(dtype=float)
     folds = fold_lists(table, settings.folds, seed=settings.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.tune_metric != "cross_entropy":  # one study, one metric: a resumed study never mixes two
+        study_name = f"{study_name}-{settings.tune_metric}"
     study = optuna.create_study(direction="minimize", storage=storage, study_name=study_name, load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20))
 
+    regret = _Regret.of(table) if settings.tune_metric == "regret" else None
+
     def objective(trial) -> float:
         params = _search_space(trial)
-        loss, rounds = _cv(x, y, folds, params, [LightGBMPruningCallback(trial, "cross_entropy")])
+        loss, rounds = _cv(x, y, folds, params, [LightGBMPruningCallback(trial, "cross_entropy")], regret=regret)
         trial.set_user_attr("rounds", rounds)
         return loss
 
