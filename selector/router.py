@@ -758,9 +758,13 @@ class Router:
 
     @property
     def default_cascade_mode(self) -> str:
-        """What ``cascade=True`` runs with this artifact (see :data:`CASCADE_MODES`)."""
+        """What ``cascade=True`` runs with this artifact (see :data:`CASCADE_MODES`): the mode training
+        chose (``manifest["cascade"][pair]["default_mode"]``: the level plan where every level had enough
+        problems), as far as the artifact has what it needs."""
         entry = self.cascade or {}
-        if entry.get("levels") and self.artifact.levels is not None:
+        level = bool(entry.get("levels")) and self.artifact.levels is not None
+        wanted = entry.get("default_mode", "level")
+        if level and wanted == "level":
             return "level"
         return "binned" if entry.get("bins") else "fitted"
 

@@ -126,8 +126,9 @@ def fake_encoder(texts):
 
 
 def question_level(question: str) -> str:
-    """The synthetic questions' level: sums "1", products "2", a sum with a product "3" (the text tells)."""
-    return "1" if "*" not in question else ("3" if "+" in question else "2")
+    """The synthetic questions' level: "1" for one operation (a sum or a product), "2" for a sum with a
+    product; the text statistics tell them apart (they count the operators)."""
+    return "2" if "+" in question and "*" in question else "1"
 
 
 def synthetic_table(probe: bool = True, count: int = 40, levels: bool = False):
@@ -220,10 +221,11 @@ def tiny_artifact(probe: bool = True, levels: bool = False) -> Path:
         name = ("tiny" if probe else "tiny-noprobe") + ("-levels" if levels else "")
         out = Path(tempfile.mkdtemp(prefix="ttsopt-tiny-router-")) / name
         settings = TrainSettings(trials=0, folds=3, n_components=2, probe_k=PROBE_K if probe else None)
-        table = synthetic_table(probe, levels=levels)
+        count = 60 if levels else 40  # with levels: 40 and 20, enough for the level plan to be the default
+        table = synthetic_table(probe, count=count, levels=levels)
         fit = fit_fixed(table, settings, FIT_PARAMS, FIT_ROUNDS)  # the real fit, without the tuning's seconds
         write_router(table, out, settings, search=search_settings(probe), fit=fit,
-                     storage=f"sqlite:///{out.parent / 'study.sqlite3'}", gates=synthetic_gates())
+                     storage=f"sqlite:///{out.parent / 'study.sqlite3'}", gates=synthetic_gates(count))
         _BUILT[probe, levels] = out
     return _BUILT[probe, levels]
 

@@ -353,20 +353,18 @@ def test_the_artifact_carries_a_level_model_and_the_router_runs_the_plan_of_the_
     router = rf.tiny_router(tmp_path, probe=False, levels=True, name="lv")
     assert router.artifact.levels is not None and router.default_cascade_mode == "level"
     plans = router.cascade["levels"]["budgets"]
-    assert set(plans) == set(router.cascade["budgets"]) and all(set(v) == {"1", "2", "3"} for v in plans.values())
+    assert set(plans) == set(router.cascade["budgets"]) and all(set(v) == {"1", "2"} for v in plans.values())
     qs = ["What is 12 + 30?", "What is 7 * 8?", "What is 21 + 4 * 6?"]
-    plans["8"] = {"1": {"tau": 0.5, "escalate": "majority:n=4"}, "2": {"tau": None, "escalate": "majority:n=2"},
-                  "3": {"tau": None, "escalate": "majority:n=4"}}
+    plans["8"] = {"1": {"tau": 0.5, "escalate": "majority:n=4"}, "2": {"tau": None, "escalate": "majority:n=2"}}
     sols = router.solve_many(qs, Budget(n=8), cascade=True)  # True: the level plan
     assert [s.trace["cascade"]["mode"] for s in sols] == ["level"] * 3
-    assert [s.trace["cascade"]["level"] for s in sols] == [rf.question_level(q) for q in qs] == ["1", "2", "3"]
-    assert "first" in sols[0].trace and "first" not in sols[1].trace  # level 1 checks the CoT first
-    assert sols[1].trace["escalation"]["strategy"] == "majority:n=2"
-    assert sols[2].trace["escalation"]["strategy"] == "majority:n=4"
+    assert [s.trace["cascade"]["level"] for s in sols] == [rf.question_level(q) for q in qs] == ["1", "1", "2"]
+    assert "first" in sols[0].trace and "first" in sols[1].trace  # level 1 checks the CoT first
+    assert "first" not in sols[2].trace and sols[2].trace["escalation"]["strategy"] == "majority:n=2"
     assert all(0.0 < s.trace["cascade"]["level_probability"] <= 1.0 for s in sols)
     # a level without a plan runs the budget's plan, and says so
     del plans["8"]["2"]
-    assert router.solve(qs[1], Budget(n=8), cascade="level").trace["cascade"]["level_plan"] is False
+    assert router.solve(qs[2], Budget(n=8), cascade="level").trace["cascade"]["level_plan"] is False
     # a tampered level model is refused at load time
     copy = tmp_path / "tampered"
     shutil.copytree(router.path, copy)
@@ -378,6 +376,24 @@ def test_the_artifact_carries_a_level_model_and_the_router_runs_the_plan_of_the_
     assert router.default_cascade_mode == "binned"
     with pytest.raises(RouterError, match="no level plans"):
         router.solve(qs[0], Budget(n=8), cascade="level")
+
+
+def test_the_level_plan_is_the_default_only_where_every_level_has_enough_problems():
+    from ttsopt.train.cascade import MIN_LEVEL, default_variant_name, level_plan_is_default
+
+    assert level_plan_is_default(np.array(["1"] * MIN_LEVEL + ["2"] * MIN_LEVEL))
+    assert not level_plan_is_default(np.array(["1"] * MIN_LEVEL + ["2"] * (MIN_LEVEL - 1)))
+    assert not level_plan_is_default(np.array(["1"] * 50))  # one level: nothing to choose by
+    report = {"plain": {}, "binned": {}, "level": {}, "levels": {"default": True}}
+    assert default_variant_name(report) == "level"
+    report["levels"]["default"] = False  # e.g. 8 problems per level: the binned plan runs
+    assert default_variant_name(report) == "binned"
+    assert default_variant_name({"plain": {}}) == "plain" and default_variant_name(None) is None
+    # the artifact records the same choice: 40 synthetic questions leave 13 of level 2, too few; 60, 20
+    for count, mode in ((40, "binned"), (60, "level")):
+        table = rf.synthetic_table(probe=False, count=count, levels=True)
+        entry = fit_cascade(table, rf.synthetic_gates(count), pred=np.zeros(len(table)))["scripted+calc"]
+        assert "levels" in entry and entry["default_mode"] == mode
 
 
 def test_an_artifact_trained_without_levels_has_no_level_model(tmp_path):
@@ -409,7 +425,7 @@ def test_a_router_trained_with_probes_runs_its_level_plan_without_drawing_a_prob
     for level in plans:
         plans[level] = {"tau": 0.5, "escalate": "majority:n=4"}
     router.policy.calls.clear()
-    sol = router.solve("What is 12 + 30?", Budget(n=8), cascade=True)
-    assert sol.trace["cascade"]["mode"] == "level" and sol.trace["cascade"]["level"] == "1"
+    sol = router.solve("What is 21 + 4 * 6?", Budget(n=8), cascade=True)
+    assert sol.trace["cascade"]["mode"] == "level" and sol.trace["cascade"]["level"] == "2"
     # the greedy CoT only (and the escalation where its check fails): no k-sample probe was drawn
     assert all(params.n != rf.PROBE_K for _, params in router.policy.calls)

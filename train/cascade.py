@@ -52,6 +52,12 @@ CASCADE_LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3, 2e-3, 5e
 #: cascade chooses its own (τ, S); a bin with fewer training problems than :data:`MIN_BIN` uses all of them.
 CASCADE_BINS = 5
 MIN_BIN = 5
+#: The fewest problems of any level for the level plan to be the default (``cascade=True``). With fewer,
+#: the choice among ~30 (τ, S) options per level is mostly noise (a level's accuracy estimate has a
+#: standard error near 0.1 at 20 problems), and the binned plan, whose bins are quantiles of the whole
+#: training set, is the default; the level plan is still fitted and evaluated (set after the 40-problem
+#: quickstart, 8 per level, measured the level plan below the binned one; arith-router has 50+ per level).
+MIN_LEVEL = 20
 _NO_GATE = float("inf")  # τ that no score reaches: run S alone, without the CoT
 #: How a missing level reads once a table's level column is a string: such data gets no level plan.
 NO_LEVEL = frozenset({"", "nan", "None", "<NA>"})
@@ -302,9 +308,27 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
 DEFAULT_VARIANTS = ("level", "binned", "plain")
 
 
+def default_variant_name(report: dict[str, Any] | None) -> str | None:
+    """A pair's cascade report (``report["cascade"]``) -> the name of the variant ``cascade=True`` runs
+    online: the level plan where every level has :data:`MIN_LEVEL` problems, else the binned plan, else
+    the one plan per budget."""
+    if not report:
+        return None
+    usable = [v for v in DEFAULT_VARIANTS if v in report
+              and (v != "level" or report.get("levels", {}).get("default", False))]
+    return usable[0] if usable else None
+
+
 def default_variant(report: dict[str, Any] | None) -> dict[str, Any] | None:
     """A pair's cascade report (``report["cascade"]``) -> the variant ``cascade=True`` runs online."""
-    return next((report[v] for v in DEFAULT_VARIANTS if report and v in report), None)
+    name = default_variant_name(report)
+    return None if name is None else report[name]
+
+
+def level_plan_is_default(levels: np.ndarray) -> bool:
+    """Whether every level of ``levels`` (one per problem) has :data:`MIN_LEVEL` problems."""
+    _, counts = np.unique(np.asarray(levels).astype(str), return_counts=True)
+    return bool(len(counts) >= 2 and counts.min() >= MIN_LEVEL)
 
 
 def with_rest(p: _Pair, rest: pd.DataFrame | None, policy: str, prm: str) -> _Pair:
@@ -356,7 +380,10 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                                            "cot_accuracy": float(cot[gate == v].mean())}
                                 for v in np.unique(gate)[:20]}}
     if p.extra.get("level_pred") is not None:
-        out["levels"] = {"held_out_accuracy": float((p.extra["level_pred"] == p.levels).mean())}
+        values, counts = np.unique(p.levels, return_counts=True)
+        out["levels"] = {"held_out_accuracy": float((p.extra["level_pred"] == p.levels).mean()),
+                         "problems": {str(v): int(n) for v, n in zip(values, counts)},
+                         "default": level_plan_is_default(p.levels)}
     return out
 
 
@@ -546,6 +573,8 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
         levels = sorted(set(p.levels))
         if len(levels) >= 2 and not set(levels) & NO_LEVEL:
             which = np.array([levels.index(v) for v in p.levels])
+            out[p.name]["default_mode"] = "level" if level_plan_is_default(p.levels) else (
+                "binned" if "bins" in out[p.name] else "fitted")
             out[p.name]["levels"] = {
                 "by": "the question's level, predicted online from its text (the artifact's level model)",
                 "budgets": {str(b): {lv: _plan(c, p, on, ti, si) for lv, (on, ti, si)
@@ -554,6 +583,6 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
     return out
 
 
-__all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "DEFAULT_VARIANTS", "NO_LEVEL", "bin_edges", "bin_of", "cascade_as_is",
-           "cross_fitted_levels", "default_variant", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
+__all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "DEFAULT_VARIANTS", "MIN_LEVEL", "NO_LEVEL", "bin_edges", "bin_of", "cascade_as_is",
+           "cross_fitted_levels", "default_variant", "default_variant_name", "level_plan_is_default", "cot_gates", "evaluate_cascade", "fit_cascade", "gate_vectors",
            "load_gates", "with_rest"]

@@ -279,12 +279,14 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n} | {b['router']['accuracy']:.3f} | [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
                          f"{b['best_fixed']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | "
                          f"{b['gap_recovered']:+.2f} |")
-    from ttsopt.train.cascade import default_variant
+    from ttsopt.train.cascade import default_variant, default_variant_name
 
     cascades = {n: default_variant(p["cascade"]) for n, p in report.get("pairs", {}).items() if "cascade" in p}
+    names = {default_variant_name(p["cascade"]) for p in report.get("pairs", {}).values() if "cascade" in p}
+    plan = {"level": "level, predicted from its text", "binned": "bin of predicted CoT accuracy", "plain": "budget"}
     if cascades:
-        lines += ["", "Verify first (`solve --cascade`): the greedy CoT, checked by the PRM, kept or escalated by "
-                  "the plan fitted for the question's bin of predicted CoT accuracy", "",
+        lines += ["", "Verify first (`solve --cascade true`): the greedy CoT, checked by the PRM, kept or escalated by "
+                  "the plan fitted for the question's " + " or ".join(plan[n] for n in sorted(names) if n in plan), "",
                   "| pair | N | cascade | 95% CI vs best fixed | GFLOPs/problem: best fixed → cascade | escalated |",
                   "|---|---|---|---|---|---|"]
         for name, c in cascades.items():
