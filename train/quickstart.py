@@ -182,7 +182,7 @@ def _die_with_parent() -> None:
 
 
 #: Bumped when the evaluation gains a section, so that an older eval.json is recomputed.
-EVAL_FORMAT = 3
+EVAL_FORMAT = 4  # 4: the level cascade and its level counts
 
 
 def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
