@@ -25,6 +25,12 @@ def tiny_pair() -> _Pair:
                  policy_params=1e8)
 
 
+def test_the_oracle_reports_the_compute_of_its_picks():
+    report = evaluate_pair(tiny_pair())["budgets"]
+    assert report["1"]["oracle"]["flops"] == 1.0  # only A fits
+    assert report["2"]["oracle"]["flops"] == 1.5  # A on the first two problems, B on the last two
+
+
 def test_baselines_and_gap_recovered_by_hand():
     report = evaluate_pair(tiny_pair())["budgets"]
     # N = 1: only A fits; every rule picks it: mean label (1 + 1 + 0 + 0.5) / 4
