@@ -102,8 +102,9 @@ def render_figures(artifact: Any, table: pd.DataFrame, evaluation: dict[str, Any
         add("accuracy_vs_flops", "Accuracy against compute",
             "The router's curve should lie above the dotted hull of the fixed strategies; the gap to the oracle is "
             "what a better router could still win. The pink curve, where there is one, is the verify-first cascade "
-            "(solve --cascade, one plan per bin of the router's predicted CoT accuracy): the greedy CoT, "
-            "checked by the PRM, escalated where the check fails.",
+            "as solve --cascade true runs it (one plan per level predicted from the text where every level has "
+            "enough problems, else per bin of the router's predicted CoT accuracy): the greedy CoT, checked by the "
+            "PRM, escalated where the check fails.",
             lambda: plots.accuracy_vs_flops(evaluation, problems=problems))
     decisions = router_decisions(artifact, table)
     if not decisions.empty:
