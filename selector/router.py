@@ -516,11 +516,16 @@ class Router:
     def _question_block(self, questions: Sequence[str], raw: np.ndarray | None,
                         probes: Sequence[_Probe] | None) -> np.ndarray:
         """``(n_questions, q_width)``: txt_*, emb_*, probe_* in the pipeline's column order."""
+        parts = [self._text_block(questions, raw)]
+        if self._probe_cols:
+            parts.append(np.array([[p.row[c] for c in self._probe_cols] for p in probes], dtype=float))
+        return np.hstack(parts)
+
+    def _text_block(self, questions: Sequence[str], raw: np.ndarray | None) -> np.ndarray:
+        """txt_* then emb_* (the PCA of ``raw``): the columns that need no probe."""
         parts = [text_matrix(questions)]
         if self.n_emb:
             parts.append(self.pipeline.pca.transform(raw))
-        if self._probe_cols:
-            parts.append(np.array([[p.row[c] for c in self._probe_cols] for p in probes], dtype=float))
         return np.hstack(parts)
 
     def model_inputs(self, block: np.ndarray) -> np.ndarray:
@@ -777,9 +782,7 @@ class Router:
             raise RouterError(f"{self.path}: this router has no level plans (its training data had no levels, "
                               "or an older ttsopt trained it): use cascade='binned' or 'fitted', or retrain")
         # the text statistics and the embedding only: a router trained with probes runs no probe for this
-        parts = [text_matrix(questions)] + ([self.pipeline.pca.transform(self._raw_embeddings(questions))]
-                                            if self.n_emb else [])
-        block = np.hstack(parts)
+        block = self._text_block(questions, self._raw_embeddings(questions) if self.n_emb else None)
         names = self.columns[:len(TEXT_COLUMNS) + self.n_emb]
         missing = [c for c in model.columns if c not in names]
         if missing:
