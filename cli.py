@@ -265,14 +265,14 @@ def sweep(
             con.print(f"[red]error:[/] --engine must be one of {', '.join(ENGINES)}, got {engine!r}")
             raise typer.Exit(2)
         cfg.engine = engine
+    only_pairs = None
     if pairs:
-        wanted = [p.strip() for p in pairs.split(",") if p.strip()]
-        known = {p.name: p for p in cfg.pairs}
-        unknown = [w for w in wanted if w not in known]
+        only_pairs = [p.strip() for p in pairs.split(",") if p.strip()]
+        known = [p.name for p in cfg.pairs]
+        unknown = [w for w in only_pairs if w not in known]
         if unknown:
             con.print(f"[red]error:[/] --pairs {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
             raise typer.Exit(2)
-        cfg.pairs = [known[w] for w in wanted]
     only_chunks = None
     if chunks:
         try:
@@ -316,7 +316,8 @@ def sweep(
                       TimeRemainingColumn(), console=con) as bar:
             try:
                 counts = run_sweep(cfg, db, problems, executor=executor, progress=_Bars(bar),
-                                   ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks)
+                                   ray_options={"num_gpus": num_gpus, "actors": actors}, only_chunks=only_chunks,
+                                   only_pairs=only_pairs)
             except StoreMismatchError as e:
                 bar.stop()
                 con.print(f"[red]error:[/] {e}")
@@ -328,8 +329,14 @@ def sweep(
         if snapshot is not None:
             manifest = export_snapshot(db, snapshot, name=cfg.name, features=features)
             con.print(f"snapshot {snapshot}: {len(manifest['shards'])} shards, {manifest['counts']}")
-    con.print(f"{counts['done']} units run, {counts['skipped']} already in the store; {time.perf_counter() - t0:.1f} s")
+    dropped = f", {counts['dropped']} computed twice (another driver committed them first)" if counts.get("dropped") else ""
+    con.print(f"{counts['done']} units run, {counts['skipped']} already in the store or another driver's{dropped}; "
+              f"{time.perf_counter() - t0:.1f} s")
+    if counts.get("cot_rows"):
+        con.print(f"{counts['cot_rows']} chunks' CoT rows copied to pairs that lacked them (units cot_rows|...)")
     for pair in cfg.pairs:
+        if only_pairs is not None and pair.name not in only_pairs:
+            continue
         table = method_budget_matrix(df, policy=pair.policy, prm=pair.prm)
         if not table.empty:
             con.print(f"\n[bold]{pair.policy} + {pair.prm}[/]: accuracy by method x budget x difficulty")

@@ -551,3 +551,162 @@ def test_the_rest_of_the_budget_is_estimated_from_the_pools_as_the_sweep_estimat
                                                  "best_of_n:n=3,agg=last,vote=prm_vote", "majority:n=3"]
     assert len(rest) == len(probs) * 3 and rest["label"].between(0, 1).all()
     assert not rest["strategy"].isin(swept["strategy"]).any()
+
+
+# -- drivers sharing a store: pairs, CoT rows, leases -------------------------------------------
+
+TWO_PRMS = {**CONFIG, "pairs": [{"policy": "coin", "prm": "hash"}, {"policy": "coin", "prm": "hash2"}]}
+
+
+def _two_prm_worker(cfg, prms, policy):
+    from fakes import blake2b32
+
+    every = {"hash": HashPRM(), "hash2": HashPRM(blake2b32)}
+    return ChunkWorker(cfg, "coin", prms, policy=policy, prms={p: every[p] for p in prms})
+
+
+def _two_prm_sweep(store, probs, policy, pairs=None, **kw):
+    cfg = config_from_dict(TWO_PRMS)
+    prms = [p.split("+")[1] for p in pairs] if pairs else ["hash", "hash2"]
+    return run_sweep(cfg, store, probs, workers={"coin": _two_prm_worker(cfg, prms, policy)}, only_pairs=pairs, **kw)
+
+
+def test_a_pair_limit_ends_at_its_last_chunk_for_prm_free_units_too():
+    cfg = config_from_dict({**CONFIG, "chunk_size": 5, "pairs": [
+        "smollm2-135m+calc", {"pair": "smollm2-135m+judge", "max_problems": 10}, "gemma3-270m+calc"]})
+    assert cfg.pair_prms("smollm2-135m", 1) == ["calc", "judge:smollm2-135m"]
+    assert cfg.pair_prms("smollm2-135m", 2) == ["calc"]
+    assert cfg.pair_prms("gemma3-270m", 0) == ["calc"]
+
+
+def test_drivers_given_one_pair_each_of_a_policy_write_every_pairs_cot_rows(tmp_path):
+    """The CoT unit is the policy's, shared by its pairs: the first driver to reach it writes
+    the CoT rows of both pairs, so the second, which finds it done, loses nothing."""
+    probs, policy = _problems(6)
+    clean = OutcomeStore(tmp_path / "clean.sqlite")
+    _two_prm_sweep(clean, probs, policy)
+    split = OutcomeStore(tmp_path / "split.sqlite")
+    _two_prm_sweep(split, probs, policy, pairs=["coin+hash"])
+    _two_prm_sweep(split, probs, policy, pairs=["coin+hash2"])
+    assert _rows(split) == _rows(clean)
+    cot = split.outcomes().query("method == 'cot'")
+    assert sorted(cot.groupby("prm").size().items()) == [("hash", 6), ("hash2", 6)]
+    cfg = config_from_dict(TWO_PRMS)
+    with pytest.raises(ValueError, match="coin\\+nope not in t"):
+        run_sweep(cfg, split, probs, workers={"coin": _two_prm_worker(cfg, ["hash"], policy)}, only_pairs=["coin+nope"])
+
+
+def test_a_store_whose_cot_rows_lack_a_pair_gets_them_copied_in_a_unit_of_their_own(tmp_path):
+    """What an older ttsopt left after drivers split by pair: the CoT unit done with one
+    pair's rows. The next sweep copies them to the other pair (same answer, same compute)."""
+    probs, policy = _problems(6)
+    clean = OutcomeStore(tmp_path / "clean.sqlite")
+    _two_prm_sweep(clean, probs, policy)
+    old = OutcomeStore(tmp_path / "old.sqlite")
+    _two_prm_sweep(old, probs, policy)
+    old._db.execute("DELETE FROM outcomes WHERE method='cot' AND prm='hash2'")
+    counts = _two_prm_sweep(old, probs, policy)
+    assert counts["cot_rows"] == 2 and counts["done"] == 0  # two chunks (4 and 2 problems), nothing rerun
+    assert {u for u in old.done_units() if u.startswith("cot_rows|")} == {
+        "cot_rows|coin|hash2||0|0|0", "cot_rows|coin|hash2||0|1|0"}
+    without_unit = lambda s: sorted(tuple(r) for r in s.outcomes(with_candidates=True).drop(
+        columns=["created_at", "wall_time_s", "unit"]).astype(str).values.tolist())
+    assert without_unit(old) == without_unit(clean)
+    assert _two_prm_sweep(old, probs, policy)["cot_rows"] == 0  # once
+
+
+def test_two_drivers_on_the_same_work_split_it_and_compute_no_unit_twice(tmp_path):
+    import threading
+
+    probs, policy = _problems(12)
+    clean = OutcomeStore(tmp_path / "clean.sqlite")
+    _two_prm_sweep(clean, probs, policy)
+    path = tmp_path / "shared.sqlite"
+    results = {}
+
+    class Slow(CoinPolicy):  # a chunk takes long enough for the second driver to start on it
+        def generate(self, prompts, params):
+            time.sleep(0.01)
+            return super().generate(prompts, params)
+
+    slow = Slow(policy.p_right, policy.gold)
+
+    def drive(name):
+        with OutcomeStore(path) as db:
+            results[name] = _two_prm_sweep(db, probs, slow, wait_s=0.01)
+
+    threads = [threading.Thread(target=drive, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared = OutcomeStore(path)
+    assert _rows(shared) == _rows(clean)
+    assert results["a"]["dropped"] == results["b"]["dropped"] == 0
+    assert results["a"]["done"] + results["b"]["done"] == len(shared.done_units())
+    assert results["a"]["done"] > 0 and results["b"]["done"] > 0
+    assert shared.leases() == {}  # every lease ended with its unit or its driver
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lease_of_a_dead_driver_is_taken_over_and_one_from_another_host_waits_until_stale(tmp_path):
+    import socket
+
+    store = OutcomeStore(tmp_path / "l.sqlite")
+    here = socket.gethostname()
+    assert store.take(["u1", "u2"], f"{here}:{_dead_pid()}:x") == ["u1", "u2"]
+    assert store.take(["u1"], "me") == ["u1"]  # its holder's process is gone
+    assert store.take(["u2"], f"{here}:{os.getpid()}:y") == ["u2"]
+    assert store.take(["u2"], "me") == []  # held by a live process on this host
+    assert store.take(["u3"], "elsewhere:1:z") == ["u3"]
+    assert store.take(["u3"], "me") == []
+    assert store.take(["u3"], "me", stale_after_s=0.0) == ["u3"]  # no commit from it for too long
+    store.commit_unit("u3")
+    assert store.take(["u3"], "other") == [] and "u3" not in store.leases()  # done ends the lease
+
+
+def test_units_that_need_a_pool_another_driver_is_drawing_wait_for_it(tmp_path):
+    from ttsopt.train.units import chunk_jobs, chunks, take_job
+    from ttsopt.train.sweep import plan_sweep
+
+    probs, policy = _problems(4)
+    cfg = config_from_dict(CONFIG)
+    store = OutcomeStore(tmp_path / "w.sqlite")
+    store.add_problems(probs)
+    units = plan_sweep(cfg, len(probs))["coin"]
+    job = next(chunk_jobs(cfg, store, "coin", units, chunks(probs, 4), set()))
+    pool = job.units[0]
+    assert pool.kind == "pool" and store.take([pool.key], f"{socket_host()}:{os.getpid()}:other") == [pool.key]
+    run, waiting = take_job(store, job, "me")
+    assert run is None and waiting == len(job.units) - 1
+    assert set(store.leases()) == {pool.key}  # the waiting units' leases were handed back
+    worker = ChunkWorker(cfg, "coin", ["hash"], policy=policy, prms={"hash": HashPRM()})
+    unit, rows = next(worker.run_units(job.problems, [pool]))
+    store.commit_unit(unit.key, **rows)  # the other driver lands its pool
+    run, waiting = take_job(store, job, "me")
+    assert waiting == 0 and run.units == job.units[1:] and set(run.pools) == {p.id for p in probs}
+
+
+def test_a_chunk_waiting_on_a_dead_drivers_pool_takes_the_pool_over(tmp_path):
+    from ttsopt.train.units import chunk_jobs, chunks, take_job
+    from ttsopt.train.sweep import plan_sweep
+
+    probs, _ = _problems(4)
+    cfg = config_from_dict(CONFIG)
+    store = OutcomeStore(tmp_path / "w.sqlite")
+    units = plan_sweep(cfg, len(probs))["coin"]
+    job = next(chunk_jobs(cfg, store, "coin", units, chunks(probs, 4), set()))
+    store.take([job.units[0].key], f"{socket_host()}:{_dead_pid()}:gone")
+    run, waiting = take_job(store, job, "me")
+    assert waiting == 0 and run.units == job.units
+
+
+def socket_host() -> str:
+    import socket
+
+    return socket.gethostname()

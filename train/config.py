@@ -111,6 +111,17 @@ class SweepConfig:
     def problem_limit(self, pair: Pair) -> int | None:
         return self.max_problems.get(pair.name)
 
+    def pair_prms(self, policy: str, chunk: int) -> list[str]:
+        """The PRMs of ``policy``'s pairs that run on ``chunk`` (a pair limited to its first
+        problems stops at its last chunk), in config order: the pairs a PRM-free unit, such as
+        the CoT, writes rows for, whichever of them the driver computing it was given."""
+        out = []
+        for pair in self.pairs:
+            limit = self.problem_limit(pair)
+            if pair.policy == policy and (limit is None or chunk < limit // self.chunk_size):
+                out.append(pair.prm)
+        return out
+
     @property
     def n_max(self) -> int:
         return max(self.budgets)

@@ -35,7 +35,7 @@ class QuickstartSettings:
     trials: int = 10  # Optuna trials for the router, and per fold in the evaluation
     folds: int = 5
     report: bool = True
-    # sweep processes, one llama.cpp thread each, on disjoint chunks of one store: decoding a
+    # sweep processes, one llama.cpp thread each, sharing one store (they lease its chunks): decoding a
     # small model is bound by per-step overhead, so two single-thread processes outrun one
     # two-thread process on two cores
     workers: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
@@ -109,9 +109,9 @@ def run_sweep_stage(settings: QuickstartSettings, stages: Stages) -> tuple[Path,
 
 def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks: int, cfg, n_problems: int,
                         stages: Stages) -> None:
-    """``ttsopt sweep --chunks`` in ``workers`` processes on one store, with one progress bar.
-
-    Each process logs to ``out/sweep-worker-K.log``; a failed one is an error quoting its log's
+    """``ttsopt sweep`` in ``workers`` processes on one store, with one progress bar: the same
+    command each, and they split the chunks between them by leasing (a slower process simply
+    takes fewer). Each process logs to ``out/sweep-worker-K.log``; a failed one is an error quoting its log's
     end. A kill leaves the store consistent (one transaction per unit), so a rerun resumes.
     """
     from ttsopt.train.store import OutcomeStore
@@ -123,15 +123,12 @@ def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks
     procs, logs = [], []
     previous = None
     try:
-        for k in range(settings.workers):
-            mine = range(k, n_chunks, settings.workers)
-            if not mine:
-                continue
+        for k in range(min(settings.workers, n_chunks)):
             log_path = settings.out / f"sweep-worker-{k}.log"
             log = open(log_path, "ab")
             logs.append((log_path, log))
             cmd = [sys.executable, "-m", "ttsopt.cli", "sweep", settings.config, "--store", str(store_path),
-                   "--chunks", ",".join(map(str, mine)), "--no-embeddings"]
+                   "--no-embeddings"]
             if settings.limit is not None:
                 cmd += ["--limit", str(settings.limit)]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

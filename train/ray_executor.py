@@ -43,7 +43,7 @@ def run_ray(cfg: SweepConfig, store: OutcomeStore, jobs: dict[str, list[ChunkJob
             continue
         n_actors = max(1, min(int(options.get("actors") or 1), len(policy_jobs)))
         actors = [actor_cls.remote(cfg, policy, by_policy[policy]) for _ in range(n_actors)]
-        from .sweep import claim_models
+        from .sweep import claim_models, commit_new
 
         for fingerprints in ray.get([a.fingerprints.remote() for a in actors]):
             claim_models(store, fingerprints)
@@ -53,7 +53,8 @@ def run_ray(cfg: SweepConfig, store: OutcomeStore, jobs: dict[str, list[ChunkJob
             for ref in ready:
                 pending.pop(ref)
                 for unit, rows in ray.get(ref):
-                    store.commit_unit(unit.key, **rows)
+                    if not commit_new(store, unit.key, rows):
+                        continue
                     done += 1
                     if progress is not None:
                         progress.advance(progress_group(unit), 1)

@@ -72,7 +72,39 @@ CREATE TABLE IF NOT EXISTS problems (
     source TEXT, metadata TEXT
 );
 CREATE TABLE IF NOT EXISTS units (unit TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (unit TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
+
+#: A lease whose holder runs on another host (or in a process this host cannot see) is
+#: taken over when its holder has not committed anything for this long.
+LEASE_STALE_S = 2 * 3600.0
+
+
+def lease_owner() -> str:
+    """This driver's name in the leases table: host, process id and a random tag."""
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_alive(owner: str, heartbeat: float, now: float, stale_after_s: float) -> bool:
+    """A holder on this host is alive while its process is; one elsewhere while it commits."""
+    import os
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return now - heartbeat < stale_after_s
 
 
 class StoreMismatchError(RuntimeError):
@@ -107,9 +139,12 @@ def _enable_wal(db: sqlite3.Connection, wait_s: float = 60.0) -> None:
 class OutcomeStore:
     """A sweep's results in one SQLite file.
 
-    One driver writes per sweep; several drivers may share a store when they run disjoint
-    pairs or chunks (``ttsopt sweep --pairs``, ``--chunks``): each commit is one short
-    transaction, and SQLite's lock (waited on for up to 60 s) orders them.
+    Several drivers may share a store: each commit is one short transaction, and SQLite's
+    lock (waited on for up to 60 s) orders them. A driver *leases* the units it is about to
+    compute (:meth:`take`), so drivers started on the same work split it between them
+    instead of computing it twice; a lease ends when its unit is committed, when its holder
+    releases it, or when its holder is gone (a dead process on this host, or no commit for
+    ``LEASE_STALE_S`` from another host).
     """
 
     def __init__(self, path: str | Path):
@@ -172,6 +207,7 @@ class OutcomeStore:
         with self._transaction() as db:
             for u in units:
                 db.execute("INSERT INTO units VALUES (?, ?)", (u, now))
+                db.execute("DELETE FROM leases WHERE unit=?", (u,))
             for table, columns, rows in (("pools", POOL_COLUMNS, pools), ("probes", PROBE_COLUMNS, probes),
                                          ("outcomes", OUTCOME_COLUMNS, outcomes)):
                 for r in rows:
@@ -183,6 +219,51 @@ class OutcomeStore:
                         row["level"] = str(row["level"])
                     db.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                                tuple(row.get(c) for c in columns))
+
+    # -- leases: drivers sharing a store split its work --------------------------------------
+    def take(self, units: Sequence[str], owner: str, *, stale_after_s: float = LEASE_STALE_S) -> list[str]:
+        """Lease those of ``units`` that are neither done nor leased by a live other driver;
+        returns them, in order. One transaction, so two drivers never take the same unit."""
+        now = time.time()
+        taken = []
+        with self._transaction() as db:
+            for u in units:
+                if db.execute("SELECT 1 FROM units WHERE unit=?", (u,)).fetchone():
+                    continue
+                held = db.execute("SELECT owner, heartbeat FROM leases WHERE unit=?", (u,)).fetchone()
+                if held and held[0] != owner and lease_alive(held[0], held[1], now, stale_after_s):
+                    continue
+                db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (u, owner, now))
+                taken.append(u)
+        return taken
+
+    def release(self, owner: str, units: Sequence[str] | None = None) -> None:
+        """End ``owner``'s leases (all of them, or those of ``units``)."""
+        with self._transaction() as db:
+            if units is None:
+                db.execute("DELETE FROM leases WHERE owner=?", (owner,))
+            for u in units or ():
+                db.execute("DELETE FROM leases WHERE unit=? AND owner=?", (u, owner))
+
+    def heartbeat(self, owner: str) -> None:
+        """Mark ``owner``'s leases fresh (a driver calls it after every commit)."""
+        with self._transaction() as db:
+            db.execute("UPDATE leases SET heartbeat=? WHERE owner=?", (time.time(), owner))
+
+    def leases(self) -> dict[str, str]:
+        """unit -> the driver holding it."""
+        return dict(self._db.execute("SELECT unit, owner FROM leases").fetchall())
+
+    def rows(self, table: str = "outcomes", **equal: Any) -> list[dict[str, Any]]:
+        """The rows of ``table`` whose columns equal ``equal``, as stored (JSON columns as text)."""
+        columns = {"outcomes": OUTCOME_COLUMNS, "pools": POOL_COLUMNS, "probes": PROBE_COLUMNS}[table]
+        unknown = sorted(set(equal) - set(columns))
+        if unknown:
+            raise ValueError(f"{table} has no columns {unknown}")
+        where = " AND ".join(f"{k}=?" for k in equal) or "1"
+        cur = self._db.execute(f"SELECT * FROM {table} WHERE {where}", tuple(equal.values()))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def add_problems(self, problems: Iterable) -> None:
         """Record the problems a sweep runs on; a stored id whose question or gold answer

@@ -2,31 +2,49 @@
 
 ``run_sweep`` plans the units (``train/units.py``), skips those the store has, and runs the
 rest on the local executor (one ``ChunkWorker`` per policy, in this process) or on Ray
-(``train/ray_executor.py``). Either way only this process writes the store.
+(``train/ray_executor.py``). Either way only driver processes write the store; several
+drivers on one store lease units so that none is computed twice.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Sequence
 
 from ttsopt.data import Problem
 from ttsopt.data.files import atomic_path
 
 from .config import SweepConfig
-from .store import OutcomeStore
-from .units import ChunkWorker, check_chunks, chunk_jobs, chunks, plan_units, progress_group, progress_groups
+from .store import OutcomeStore, lease_owner
+from .units import (ChunkWorker, Unit, check_chunks, chunk_jobs, chunks, plan_units, progress_group, progress_groups,
+                    take_job)
 
-__all__ = ["plan_sweep", "run_sweep", "write_problem_features"]
+log = logging.getLogger(__name__)
+
+__all__ = ["commit_new", "copy_missing_cot_rows", "plan_sweep", "run_sweep", "write_problem_features"]
 
 
 def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem], *,
               executor: str = "local", progress: Any = None,
               workers: dict[str, ChunkWorker] | None = None, ray_options: dict | None = None,
-              only_chunks: Sequence[int] | None = None) -> dict[str, int]:
+              only_chunks: Sequence[int] | None = None,
+              only_pairs: Sequence[str] | None = None, wait_s: float = 5.0) -> dict[str, int]:
     """Run (or resume) a sweep into ``store``; returns counts of units done now and skipped.
 
     ``only_chunks``: run only these chunks (0-based): drivers given disjoint chunk sets can
     share one policy's work, on one store, with the rows an undivided sweep writes.
+    ``only_pairs``: run only these of the config's pairs (names); drivers given disjoint
+    pairs write the rows of an undivided sweep too. The config keeps all its pairs, because a
+    PRM-free unit (pool, CoT, probe) is shared by every pair of its policy: whichever driver
+    runs it writes the CoT rows of every pair.
+
+    Drivers started on overlapping work split it: each leases the units of a chunk before it
+    computes them (``OutcomeStore.take``) and skips those another live driver holds; units
+    that need a chunk pool another driver is drawing wait for it (polled every ``wait_s``).
+    Counts: ``done`` now, ``skipped`` (done before, or another driver's), ``dropped``
+    (computed, but a driver that takes no leases committed it first), ``cot_rows`` (see
+    :func:`copy_missing_cot_rows`).
 
     ``workers`` injects ready ChunkWorkers per policy (tests use scripted models).
     ``progress``: an object with ``start(name, total)`` and ``advance(name, k)`` (the CLI passes rich bars).
@@ -34,10 +52,14 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     claim_config(store, cfg)
     store.add_problems(problems)
     parts = chunks(problems, cfg.chunk_size)
+    counts = {"done": 0, "skipped": 0, "dropped": 0, "cot_rows": copy_missing_cot_rows(cfg, store, len(parts))}
     done = store.done_units()
-    counts = {"done": 0, "skipped": 0}
-    by_policy = _prms_by_policy(cfg)
+    by_policy = _prms_by_policy(cfg, only_pairs)
     plans = plan_sweep(cfg, len(problems))
+    if only_pairs is not None:
+        plans = {policy: [u for u in units if u.prm in by_policy[policy]
+                          or (u.prm == "" and set(cfg.pair_prms(policy, u.chunk)) & set(by_policy[policy]))]
+                 for policy, units in plans.items() if policy in by_policy}
     if only_chunks is not None:
         wanted = check_chunks(only_chunks, len(parts))
         plans = {policy: [u for u in units if u.chunk in wanted] for policy, units in plans.items()}
@@ -46,34 +68,108 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
             for name, total in progress_groups(units).items():
                 progress.start(name, total, done=sum(1 for u in units if progress_group(u) == name and u.key in done))
     jobs = {policy: list(chunk_jobs(cfg, store, policy, units, parts, done)) for policy, units in plans.items()}
-    for policy, units in plans.items():
-        counts["skipped"] += sum(1 for u in units if u.key in done)
     if executor == "ray":
+        counts["skipped"] = sum(1 for units in plans.values() for u in units if u.key in done)
         from .ray_executor import run_ray
 
         counts["done"] = run_ray(cfg, store, jobs, by_policy, progress=progress, options=ray_options or {})
         return counts
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
-    for policy, policy_jobs in jobs.items():
-        if not policy_jobs:
-            continue
-        worker = (workers or {}).get(policy) or ChunkWorker(cfg, policy, by_policy[policy])
-        claim_models(store, worker.fingerprints())
-        for job in policy_jobs:
-            for unit, rows in worker.run_units(job.problems, job.units, job.pools, job.probes):
-                store.commit_unit(unit.key, **rows)
-                counts["done"] += 1
-                if progress is not None:
-                    progress.advance(progress_group(unit), 1)
+    owner = lease_owner()
+    try:
+        for policy, policy_jobs in jobs.items():
+            worker = None
+            waiting = policy_jobs
+            while waiting:
+                later = []
+                for planned in waiting:
+                    job, n_waiting = take_job(store, planned, owner)  # another driver may hold some of it
+                    if n_waiting:
+                        later.append(planned)
+                    if job is None:
+                        continue
+                    if worker is None:
+                        worker = (workers or {}).get(policy) or ChunkWorker(cfg, policy, by_policy[policy])
+                        claim_models(store, worker.fingerprints())
+                    for unit, rows in worker.run_units(job.problems, job.units, job.pools, job.probes):
+                        if not commit_new(store, unit.key, rows):
+                            counts["dropped"] += 1
+                            continue
+                        store.heartbeat(owner)
+                        counts["done"] += 1
+                        if progress is not None:
+                            progress.advance(progress_group(unit), 1)
+                waiting = later
+                if waiting:
+                    log.info("%d chunks wait for a pool or probe another driver is computing", len(waiting))
+                    time.sleep(wait_s)
+    finally:
+        store.release(owner)
+    counts["skipped"] = sum(len(units) for units in plans.values()) - counts["done"] - counts["dropped"]
     return counts
 
 
-def _prms_by_policy(cfg: SweepConfig) -> dict[str, list[str]]:
+def commit_new(store: OutcomeStore, key: str, rows: dict[str, list[dict]]) -> bool:
+    """Commit a computed unit unless another driver on the store committed it meanwhile
+    (two drivers given overlapping work): theirs is kept, this one's dropped with a warning,
+    and the sweep goes on rather than dying on the store's unique key."""
+    import sqlite3
+
+    try:
+        store.commit_unit(key, **rows)
+        return True
+    except sqlite3.IntegrityError:
+        if not store.has_unit(key):
+            raise
+        log.warning("unit %s was committed by another driver of this store meanwhile; kept theirs", key)
+        return False
+
+
+def _prms_by_policy(cfg: SweepConfig, only_pairs: Sequence[str] | None = None) -> dict[str, list[str]]:
+    known = [pair.name for pair in cfg.pairs]
+    unknown = sorted(set(only_pairs or ()) - set(known))
+    if unknown:
+        raise ValueError(f"pairs {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
     by_policy: dict[str, list[str]] = {}
     for pair in cfg.pairs:
-        by_policy.setdefault(pair.policy, []).append(pair.prm)
+        if only_pairs is None or pair.name in only_pairs:
+            by_policy.setdefault(pair.policy, []).append(pair.prm)
     return by_policy
+
+
+def copy_missing_cot_rows(cfg: SweepConfig, store: OutcomeStore, n_chunks: int) -> int:
+    """Give every pair the CoT rows of its chunks whose CoT unit is done; returns the units written.
+
+    CoT uses no PRM, so its unit runs once per policy and writes one row per pair. Stores
+    written before that rule (a driver given some of a policy's pairs wrote their rows only)
+    and stores whose config gained a pair lack some pairs' rows; they are the CoT unit's rows
+    with the pair changed, committed as a unit ``cot_rows|POLICY|PRM||SEED|CHUNK|0`` of their
+    own so that a snapshot carries them.
+    """
+    done = store.done_units()
+    by_unit: dict[str, list[dict]] = {}
+    for r in store.rows("outcomes", strategy="cot"):
+        by_unit.setdefault(r["unit"], []).append(r)
+    written = 0
+    for policy in _prms_by_policy(cfg):
+        for seed in cfg.seeds:
+            for c in range(n_chunks):
+                cot = Unit("cot", policy, "", "", seed, c).key
+                if cot not in done:
+                    continue
+                rows = by_unit.get(cot, [])
+                have = {r["prm"] for r in rows}
+                for prm in cfg.pair_prms(policy, c):
+                    key = Unit("cot_rows", policy, prm, "", seed, c).key
+                    if prm in have or key in done or not rows:
+                        continue
+                    source = min(have)
+                    copies = [{**r, "prm": prm, "unit": key} for r in rows if r["prm"] == source]
+                    for r in copies:
+                        r.pop("created_at", None)
+                    written += commit_new(store, key, {"outcomes": copies})
+    return written
 
 
 def plan_sweep(cfg: SweepConfig, n_problems: int) -> dict[str, list]:

@@ -336,7 +336,9 @@ class ChunkWorker:
         results = run_search(problems, Strategy("cot"), self.policy, None, seed=derive_seed(unit.seed, "cot", unit.chunk),
                              max_tokens=self.cfg.max_tokens, problem_batch_size=len(problems))
         rows = []
-        for prm in self.prms:  # CoT uses no PRM; one row per pair keeps every pair's table complete
+        # CoT uses no PRM; one row per pair of the config keeps every pair's table complete, also
+        # those this driver does not run (`--pairs`), whose drivers find this unit done
+        for prm in self.cfg.pair_prms(unit.policy, unit.chunk) or list(self.prms):
             rows += self._rows(problems, results, unit, prm, Strategy("cot"), difficulty)
         return rows
 
@@ -458,10 +460,37 @@ def chunk_jobs(cfg: SweepConfig, store: OutcomeStore, policy: str, units: Sequen
     for c, part in enumerate(parts):
         for seed in cfg.seeds:
             job_units = [u for u in todo if u.chunk == c and u.seed == seed]
-            if not job_units:
-                continue
-            kinds = {u.kind for u in job_units}
-            pools = stored_pools(store, policy, part, seed) if "pool" not in kinds else None
-            probes = (stored_probes(store, policy, part, seed)
-                      if "probe_score" in kinds and "probe" not in kinds else None)
-            yield ChunkJob(policy, c, list(part), job_units, pools, probes)
+            if job_units:
+                yield _job(store, policy, c, part, seed, job_units)
+
+
+def take_job(store: OutcomeStore, job: ChunkJob, owner: str) -> tuple[ChunkJob | None, int]:
+    """Lease what is left of ``job`` for ``owner``; returns the job to run now (None: nothing)
+    and how many of its units wait.
+
+    Units that are done, or leased by another live driver, are someone else's. Units whose
+    chunk pool (or probe, for ``probe_score``) another driver is still computing wait: their
+    leases are handed back, and the caller offers the whole job again later (by then the pool
+    has landed, or its driver died and this one takes the pool over).
+    """
+    taken = set(store.take([u.key for u in job.units], owner))
+    seed = job.units[0].seed
+
+    def ready(kind: str) -> bool:
+        dep = Unit(kind, job.policy, "", "", seed, job.chunk).key
+        return dep in taken or store.has_unit(dep)
+
+    run, wait = [], []
+    for u in job.units:
+        if u.key in taken:
+            needs = [] if u.kind == "pool" else ["pool", "probe"] if u.kind == "probe_score" else ["pool"]
+            (run if all(ready(k) for k in needs) else wait).append(u)
+    store.release(owner, [u.key for u in wait])
+    return (_job(store, job.policy, job.chunk, job.problems, seed, run) if run else None), len(wait)
+
+
+def _job(store: OutcomeStore, policy: str, c: int, part: Sequence[Problem], seed: int, units: list[Unit]) -> ChunkJob:
+    kinds = {u.kind for u in units}
+    pools = stored_pools(store, policy, part, seed) if "pool" not in kinds else None
+    probes = stored_probes(store, policy, part, seed) if "probe_score" in kinds and "probe" not in kinds else None
+    return ChunkJob(policy, c, list(part), units, pools, probes)
