@@ -219,6 +219,9 @@ def test_store_refuses_a_unit_twice_and_keeps_nothing_of_it(tmp_path):
         store.commit_unit("u1", pools=[{"policy": "a", "prm": "", "problem_id": "q", "seed": 0, "n_max": 1,
                                         "candidates": [], "compute": {}}])
     assert store.count("pools") == 1
+    assert store.commit_unit("u1", pools=[{"policy": "a", "prm": "", "problem_id": "q", "seed": 0, "n_max": 1,
+                                           "candidates": [], "compute": {}}], exist_ok=True) is False
+    assert store.count("pools") == 1
 
 
 def test_config_errors_name_the_file_and_line(tmp_path):
@@ -490,6 +493,9 @@ def test_a_sweep_resumes_from_its_snapshot_on_another_machine_without_redoing_a_
     second = OutcomeStore(tmp_path / "machine2.sqlite")
     assert import_snapshot(snap, second, fingerprint=cfg.fingerprint()) == len(first.done_units())
     assert import_snapshot(snap, second) == 0  # importing twice adds nothing
+    racing = OutcomeStore(second.path)  # a driver that read the done units before the import landed
+    racing.done_units = lambda: set()
+    assert import_snapshot(snap, racing) == 0
     _, counts = _sweep(tmp_path, "m2", DATA_CONFIG, probs, policy, store=second)
     assert counts["skipped"] == len(first.done_units())
     assert _rows(second) == _rows(clean)
@@ -710,3 +716,20 @@ def socket_host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_a_sweep_without_embeddings_keeps_those_the_features_file_has_for_the_same_questions(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from ttsopt.selector.features import problem_features
+    from ttsopt.train.sweep import write_problem_features
+
+    probs, _ = _problems(3)
+    with_emb = problem_features(probs).assign(raw_emb_0=[0.1, 0.2, 0.3], raw_emb_1=[1.0, 2.0, 3.0])
+    with_emb.reset_index().to_parquet(tmp_path / "features.parquet", index=False)
+    kept = pd.read_parquet(write_problem_features(probs, tmp_path, embeddings=False)).set_index("problem_id")
+    assert np.allclose(kept["raw_emb_1"], [1.0, 2.0, 3.0])
+    other = [Problem(p.id, p.question + " Show your work.", p.answer, p.source, p.metadata) for p in probs]
+    fresh = pd.read_parquet(write_problem_features(other, tmp_path, embeddings=False))
+    assert not [c for c in fresh.columns if c.startswith("raw_emb_")]  # other questions: not theirs

@@ -162,9 +162,9 @@ def import_snapshot(folder: str | Path, store: OutcomeStore, *, fingerprint: str
         for unit, created_at in frames["units"][["unit", "created_at"]].itertuples(index=False):
             if unit in done:
                 continue
-            store.commit_unit(unit, created_at=float(created_at),
-                              **{t: by_unit[t].get(unit, []) for t in ("outcomes", "pools", "probes")})
-            imported += 1
+            # exist_ok: drivers started together on one store may all import the same snapshot
+            imported += store.commit_unit(unit, created_at=float(created_at), exist_ok=True,
+                                          **{t: by_unit[t].get(unit, []) for t in ("outcomes", "pools", "probes")})
     return imported
 
 

@@ -195,13 +195,24 @@ class OutcomeStore:
 
     def commit_unit(self, unit: str | Sequence[str], outcomes: Sequence[dict[str, Any]] = (),
                     pools: Sequence[dict[str, Any]] = (), probes: Sequence[dict[str, Any]] = (),
-                    *, created_at: float | None = None) -> None:
-        """Write a unit's rows and mark it (or several units) done, atomically.
+                    *, created_at: float | None = None, exist_ok: bool = False) -> bool:
+        """Write a unit's rows and mark it (or several units) done, atomically; returns True.
 
         Every row records the unit that wrote it (the first of ``unit`` when a row does not
         say), so a snapshot can carry whole units. Writing a done unit again raises
-        ``sqlite3.IntegrityError`` and writes nothing.
+        ``sqlite3.IntegrityError`` and writes nothing; with ``exist_ok`` it writes nothing and
+        returns False (another process committed the unit first: its rows are kept).
         """
+        try:
+            self._commit(unit, outcomes, pools, probes, created_at)
+        except sqlite3.IntegrityError:
+            units = [unit] if isinstance(unit, str) else list(unit)
+            if exist_ok and any(self.has_unit(u) for u in units):
+                return False
+            raise
+        return True
+
+    def _commit(self, unit, outcomes, pools, probes, created_at) -> None:
         now = time.time() if created_at is None else created_at
         units = [unit] if isinstance(unit, str) else list(unit)
         with self._transaction() as db:

@@ -114,16 +114,10 @@ def commit_new(store: OutcomeStore, key: str, rows: dict[str, list[dict]]) -> bo
     """Commit a computed unit unless another driver on the store committed it meanwhile
     (two drivers given overlapping work): theirs is kept, this one's dropped with a warning,
     and the sweep goes on rather than dying on the store's unique key."""
-    import sqlite3
-
-    try:
-        store.commit_unit(key, **rows)
+    if store.commit_unit(key, **rows, exist_ok=True):
         return True
-    except sqlite3.IntegrityError:
-        if not store.has_unit(key):
-            raise
-        log.warning("unit %s was committed by another driver of this store meanwhile; kept theirs", key)
-        return False
+    log.warning("unit %s was committed by another driver of this store meanwhile; kept theirs", key)
+    return False
 
 
 def _prms_by_policy(cfg: SweepConfig, only_pairs: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -205,6 +199,11 @@ def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: 
     Raw 384-d embeddings are kept (cached under ``out_dir/embeddings``); the PCA that reduces
     them is fitted on the training split when the selector is trained, so that evaluation
     problems never shape it. Returns the path of ``features.parquet``.
+
+    Without ``embeddings`` no model is loaded, and the raw embeddings an existing
+    ``features.parquet`` holds for these same problems are kept: a driver started with
+    ``--no-embeddings`` must not strip what another run computed (a snapshot exported after
+    it would lose them).
     """
     from pathlib import Path
 
@@ -215,12 +214,31 @@ def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = problem_features(problems)
+    path = out_dir / "features.parquet"
     if embeddings:
         embedder = Embedder.minilm()
         raw = embedder.embed(problems, cache_dir=out_dir / "embeddings")
         emb = pd.DataFrame(raw, index=frame.index, columns=[f"raw_emb_{i}" for i in range(raw.shape[1])])
         frame = pd.concat([frame, emb], axis=1)
-    path = out_dir / "features.parquet"
+    elif path.is_file():
+        frame = _with_kept_embeddings(frame, pd.read_parquet(path))
     with atomic_path(path) as tmp:
         frame.reset_index().to_parquet(tmp, index=False)
     return path
+
+
+def _with_kept_embeddings(frame, old):
+    """``frame`` with ``old``'s raw embedding columns, when ``old`` covers the same problems
+    with the same text statistics (the same questions); else ``frame`` as it is."""
+    import numpy as np
+    import pandas as pd
+
+    old = old.set_index("problem_id") if "problem_id" in old.columns else old
+    emb = [c for c in old.columns if c.startswith("raw_emb_")]
+    if not emb or not frame.index.isin(old.index).all():
+        return frame
+    same = old.loc[frame.index, list(frame.columns)].to_numpy(dtype=float)
+    if not np.allclose(same, frame.to_numpy(dtype=float), equal_nan=True):
+        log.warning("features.parquet has embeddings of other questions under these ids; not kept")
+        return frame
+    return pd.concat([frame, old.loc[frame.index, emb]], axis=1)
