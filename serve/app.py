@@ -87,7 +87,7 @@ class BearerAuth:
 
 def _is_router_error(exc: BaseException) -> bool:
     try:
-        from ttsopt.selector.router import RouterError
+        from ttsopt.selector.records import RouterError
     except ImportError:  # pragma: no cover - the router module is part of the package
         return False
     return isinstance(exc, RouterError)

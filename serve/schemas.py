@@ -77,7 +77,7 @@ class RequestError(ValueError):
 
 def budget_of(body: BudgetFields, settings: ServeSettings):
     """The one ``Budget`` a body asks for, checked against the server's bounds (RequestError otherwise)."""
-    from ttsopt.selector.router import Budget
+    from ttsopt.selector.records import Budget
 
     given = {name: getattr(body, name) for name in BUDGET_FIELDS if getattr(body, name) is not None}
     if len(given) > 1:
