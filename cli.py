@@ -220,6 +220,9 @@ class _Bars:
     def advance(self, name: str, k: int) -> None:
         self.progress.advance(self.tasks[name], k)
 
+    def update(self, name: str, completed: int) -> None:  # other drivers of the store count too
+        self.progress.update(self.tasks[name], completed=completed)
+
 
 @app.command()
 def sweep(

@@ -733,3 +733,23 @@ def test_a_sweep_without_embeddings_keeps_those_the_features_file_has_for_the_sa
     other = [Problem(p.id, p.question + " Show your work.", p.answer, p.source, p.metadata) for p in probs]
     fresh = pd.read_parquet(write_problem_features(other, tmp_path, embeddings=False))
     assert not [c for c in fresh.columns if c.startswith("raw_emb_")]  # other questions: not theirs
+
+
+def test_progress_bars_count_the_units_other_drivers_finished(tmp_path):
+    from ttsopt.train.sweep import _sync_progress, plan_sweep
+    from ttsopt.train.units import progress_group
+
+    cfg = config_from_dict(CONFIG)
+    units = plan_sweep(cfg, 8)["coin"]
+    store = OutcomeStore(tmp_path / "p.sqlite")
+    for u in units[:3]:  # committed by another driver
+        store.commit_unit(u.key)
+    seen = {}
+
+    class Bars:
+        def update(self, name, completed):
+            seen[name] = completed
+
+    _sync_progress(Bars(), {"coin": units}, store)
+    assert sum(seen.values()) == 3 and seen[progress_group(units[0])] >= 1
+    _sync_progress(object(), {"coin": units}, store)  # a progress object without update is left alone

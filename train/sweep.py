@@ -47,7 +47,8 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     :func:`copy_missing_cot_rows`).
 
     ``workers`` injects ready ChunkWorkers per policy (tests use scripted models).
-    ``progress``: an object with ``start(name, total)`` and ``advance(name, k)`` (the CLI passes rich bars).
+    ``progress``: an object with ``start(name, total)`` and ``advance(name, k)`` (the CLI passes rich
+    bars), and optionally ``update(name, completed)``, which sets a bar to every unit done in the store.
     """
     claim_config(store, cfg)
     store.add_problems(problems)
@@ -92,6 +93,7 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
                     if worker is None:
                         worker = (workers or {}).get(policy) or ChunkWorker(cfg, policy, by_policy[policy])
                         claim_models(store, worker.fingerprints())
+                    _sync_progress(progress, plans, store)  # what other drivers finished meanwhile
                     for unit, rows in worker.run_units(job.problems, job.units, job.pools, job.probes):
                         if not commit_new(store, unit.key, rows):
                             counts["dropped"] += 1
@@ -108,6 +110,18 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
         store.release(owner)
     counts["skipped"] = sum(len(units) for units in plans.values()) - counts["done"] - counts["dropped"]
     return counts
+
+
+def _sync_progress(progress: Any, plans: dict[str, list[Unit]], store: OutcomeStore) -> None:
+    """Set the bars to every unit the store has done, this driver's and the others' alike,
+    where the progress object can be set (``update(name, completed)``)."""
+    update = getattr(progress, "update", None)
+    if update is None:
+        return
+    done = store.done_units()
+    for units in plans.values():
+        for name in progress_groups(units):
+            update(name, sum(1 for u in units if progress_group(u) == name and u.key in done))
 
 
 def commit_new(store: OutcomeStore, key: str, rows: dict[str, list[dict]]) -> bool:
