@@ -243,8 +243,12 @@ def sweep(
                                                  "snapshot folder into the store (resume on another machine)"),
     snapshot: Optional[Path] = typer.Option(None, help="export the store as a snapshot folder at the end "
                                             "(new units only; see `ttsopt snapshot`)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="compute threads of this driver's engine "
+                                          "(TTSOPT_NUM_THREADS; default all CPUs): N drivers on N cores want 1"),
 ) -> None:
     """Run every strategy over every budget for each (policy, PRM) pair into a crash-safe, resumable store."""
+    if threads is not None:  # read by the engines when they load, below
+        os.environ["TTSOPT_NUM_THREADS"] = str(threads)
     from ttsopt.data import load_problems
     from ttsopt.train.config import SweepConfigError, load_config
     from ttsopt.train.presets import preset_config_path

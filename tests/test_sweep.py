@@ -753,3 +753,51 @@ def test_progress_bars_count_the_units_other_drivers_finished(tmp_path):
     _sync_progress(Bars(), {"coin": units}, store)
     assert sum(seen.values()) == 3 and seen[progress_group(units[0])] >= 1
     _sync_progress(object(), {"coin": units}, store)  # a progress object without update is left alone
+
+
+def test_drivers_sharing_the_cores_with_all_threads_each_are_warned(tmp_path, monkeypatch, caplog):
+    from ttsopt.train.sweep import oversubscription
+
+    assert oversubscription(1, 2, 2) is None  # one driver may use every core
+    assert oversubscription(2, 1, 2) is None
+    assert "--threads 1" in oversubscription(2, 2, 2)
+    assert "--threads 4" in oversubscription(2, 16, 8)
+
+    probs, policy = _problems(4)
+    store = OutcomeStore(tmp_path / "t.sqlite")
+    store.take(["held-by-another-driver"], f"{socket_host()}:{os.getpid()}:other")  # alive: this process
+    store.take(["held-by-a-dead-one"], f"{socket_host()}:{_dead_pid()}:gone")
+    assert store.live_drivers_here(exclude="me") == {f"{socket_host()}:{os.getpid()}:other"}
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("TTSOPT_NUM_THREADS", raising=False)
+    with caplog.at_level("WARNING", logger="ttsopt.train.sweep"):
+        _sweep(tmp_path, "t", CONFIG, probs, policy, store=store)
+    assert [r.message for r in caplog.records if "oversubscribed" in r.message] != []
+
+    caplog.clear()
+    monkeypatch.setenv("TTSOPT_NUM_THREADS", "1")
+    store2 = OutcomeStore(tmp_path / "t2.sqlite")
+    store2.take(["held-by-another-driver"], f"{socket_host()}:{os.getpid()}:other")
+    with caplog.at_level("WARNING", logger="ttsopt.train.sweep"):
+        _sweep(tmp_path, "t2", CONFIG, probs, policy, store=store2)
+    assert not [r for r in caplog.records if "oversubscribed" in r.message]
+
+
+def test_sweep_threads_option_sets_the_engines_thread_count(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ttsopt.cli import app
+
+    monkeypatch.setenv("TTSOPT_NUM_THREADS", "7")  # restored after the test: the CLI sets it for its process
+    seen = {}
+
+    def fake_run_sweep(*args, **kwargs):
+        seen["threads"] = os.environ.get("TTSOPT_NUM_THREADS")
+        raise SystemExit(0)
+
+    monkeypatch.setattr("ttsopt.train.sweep.run_sweep", fake_run_sweep)
+    result = CliRunner().invoke(app, ["sweep", "arith-smoke", "--store", str(tmp_path / "s.sqlite"),
+                                      "--threads", "1", "--no-embeddings"])
+    assert seen == {"threads": "1"}, result.output
+    bad = CliRunner().invoke(app, ["sweep", "arith-smoke", "--threads", "0"])
+    assert bad.exit_code == 2

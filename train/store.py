@@ -261,6 +261,16 @@ class OutcomeStore:
         with self._transaction() as db:
             db.execute("UPDATE leases SET heartbeat=? WHERE owner=?", (time.time(), owner))
 
+    def live_drivers_here(self, *, exclude: str = "") -> set[str]:
+        """The live drivers on this host that hold leases in this store, other than ``exclude``
+        (a driver asks to learn how many processes share its cores)."""
+        import socket
+
+        now, host = time.time(), socket.gethostname()
+        held = self._db.execute("SELECT DISTINCT owner, MAX(heartbeat) FROM leases GROUP BY owner").fetchall()
+        return {o for o, hb in held if o != exclude and o.partition(":")[0] == host
+                and lease_alive(o, hb, now, LEASE_STALE_S)}
+
     def leases(self) -> dict[str, str]:
         """unit -> the driver holding it."""
         return dict(self._db.execute("SELECT unit, owner FROM leases").fetchall())

@@ -9,6 +9,7 @@ drivers on one store lease units so that none is computed twice.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Sequence
 
@@ -78,6 +79,7 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
     owner = lease_owner()
+    warned_cpus = False
     try:
         for policy, policy_jobs in jobs.items():
             worker = None
@@ -90,6 +92,8 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
                         later.append(planned)
                     if job is None:
                         continue
+                    if not warned_cpus:
+                        warned_cpus = _warn_if_oversubscribed(store, owner)
                     if worker is None:
                         worker = (workers or {}).get(policy) or ChunkWorker(cfg, policy, by_policy[policy])
                         claim_models(store, worker.fingerprints())
@@ -110,6 +114,33 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
         store.release(owner)
     counts["skipped"] = sum(len(units) for units in plans.values()) - counts["done"] - counts["dropped"]
     return counts
+
+
+def compute_threads() -> int:
+    """Threads one driver's engine computes with: ``TTSOPT_NUM_THREADS``, else every CPU
+    (llama.cpp's default; torch's is the physical cores, close enough to warn by)."""
+    return int(os.environ.get("TTSOPT_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+
+
+def oversubscription(drivers: int, threads: int, cpus: int) -> str | None:
+    """Why ``drivers`` processes of ``threads`` threads each on ``cpus`` CPUs run slowly, or None.
+
+    Each driver's engine spins one thread per CPU by default, so two drivers on two cores run
+    four busy threads; measured on the 2-core Intel Xeon (arith-router, llama.cpp), a Gemma3 +
+    calc chunk took ~28 min that way and ~6 with one thread per driver."""
+    if drivers < 2 or drivers * threads <= cpus:
+        return None
+    return (f"{drivers} sweep drivers share this host's {cpus} CPUs and each computes with {threads} threads, "
+            f"so the cores are oversubscribed and every driver runs several times slower; start each driver "
+            f"with --threads {max(1, cpus // drivers)} (or TTSOPT_NUM_THREADS={max(1, cpus // drivers)})")
+
+
+def _warn_if_oversubscribed(store: OutcomeStore, owner: str) -> bool:
+    """Log :func:`oversubscription` for the live drivers of this store on this host; True once warned."""
+    why = oversubscription(1 + len(store.live_drivers_here(exclude=owner)), compute_threads(), os.cpu_count() or 1)
+    if why:
+        log.warning(why)
+    return why is not None
 
 
 def _sync_progress(progress: Any, plans: dict[str, list[Unit]], store: OutcomeStore) -> None:
