@@ -267,7 +267,7 @@ class OutcomeStore:
         import socket
 
         now, host = time.time(), socket.gethostname()
-        held = self._db.execute("SELECT DISTINCT owner, MAX(heartbeat) FROM leases GROUP BY owner").fetchall()
+        held = self._db.execute("SELECT owner, MAX(heartbeat) FROM leases GROUP BY owner").fetchall()
         return {o for o, hb in held if o != exclude and o.partition(":")[0] == host
                 and lease_alive(o, hb, now, LEASE_STALE_S)}
 

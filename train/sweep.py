@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from ttsopt.data import Problem
 from ttsopt.data.files import atomic_path
+from ttsopt.search.engines.llamacpp_engine import default_threads
 
 from .config import SweepConfig
 from .store import OutcomeStore, lease_owner
@@ -116,12 +117,6 @@ def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem]
     return counts
 
 
-def compute_threads() -> int:
-    """Threads one driver's engine computes with: ``TTSOPT_NUM_THREADS``, else every CPU
-    (llama.cpp's default; torch's is the physical cores, close enough to warn by)."""
-    return int(os.environ.get("TTSOPT_NUM_THREADS") or 0) or (os.cpu_count() or 1)
-
-
 def oversubscription(drivers: int, threads: int, cpus: int) -> str | None:
     """Why ``drivers`` processes of ``threads`` threads each on ``cpus`` CPUs run slowly, or None.
 
@@ -137,7 +132,7 @@ def oversubscription(drivers: int, threads: int, cpus: int) -> str | None:
 
 def _warn_if_oversubscribed(store: OutcomeStore, owner: str) -> bool:
     """Log :func:`oversubscription` for the live drivers of this store on this host; True once warned."""
-    why = oversubscription(1 + len(store.live_drivers_here(exclude=owner)), compute_threads(), os.cpu_count() or 1)
+    why = oversubscription(1 + len(store.live_drivers_here(exclude=owner)), default_threads(), os.cpu_count() or 1)
     if why:
         log.warning(why)
     return why is not None

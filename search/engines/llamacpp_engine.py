@@ -168,6 +168,12 @@ class KVCacheFull(RuntimeError):
     """The context's cells are used up by sequences that are all in use right now."""
 
 
+
+def default_threads() -> int:
+    """Threads an engine computes with when the caller names none: ``TTSOPT_NUM_THREADS``, else
+    every CPU (drivers sharing a host set it lower; see ``train.sweep.oversubscription``)."""
+    return int(os.environ.get("TTSOPT_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+
 @dataclass
 class PrefillStats:
     """What one :meth:`LlamaCppEngine.prefill` call did: tokens pushed vs tokens reused."""
@@ -205,7 +211,7 @@ class LlamaCppEngine:
             raise ValueError(f"n_seq_max must be in [1, {max_seq}], got {n_seq_max}")
         if n_ctx < 64:
             raise ValueError(f"n_ctx must be >= 64, got {n_ctx}")
-        threads = n_threads or int(os.environ.get("TTSOPT_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+        threads = n_threads or default_threads()
         mp = L.llama_model_default_params()
         mp.use_extra_bufts = _extra_buffers(extra_buffers, exact_prefill)
         self._model = L.llama_model_load_from_file(str(path).encode(), mp)
