@@ -250,13 +250,13 @@ def sweep(
     if threads is not None:  # read by the engines when they load, below
         os.environ["TTSOPT_NUM_THREADS"] = str(threads)
     from ttsopt.data import load_problems
-    from ttsopt.train.config import SweepConfigError, load_config
-    from ttsopt.train.presets import preset_config_path
-    from ttsopt.train.report import method_budget_matrix
-    from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep, write_problem_features
-    from ttsopt.train.units import check_chunks, order_problems
-    from ttsopt.train.units import chunks as chunks_of
+    from ttsopt.train.sweep.config import SweepConfigError, load_config
+    from ttsopt.train.sweep.presets import preset_config_path
+    from ttsopt.train.sweep.tables import method_budget_matrix
+    from ttsopt.train.sweep.store import OutcomeStore
+    from ttsopt.train.sweep.driver import run_sweep, write_problem_features
+    from ttsopt.train.sweep.units import check_chunks, order_problems
+    from ttsopt.train.sweep.units import chunks as chunks_of
 
     con = _console()
     try:
@@ -302,8 +302,8 @@ def sweep(
     con.print(f"sweep {cfg.name} on {cfg.engine}: {len(problems)} problems, {len(cfg.pairs)} pairs, budgets {cfg.budgets} -> {store_path}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ttsopt.train.snapshot import export_snapshot, import_snapshot
-    from ttsopt.train.store import StoreMismatchError
+    from ttsopt.train.sweep.snapshot import export_snapshot, import_snapshot
+    from ttsopt.train.sweep.store import StoreMismatchError
 
     t0 = time.perf_counter()
     try:
@@ -374,8 +374,8 @@ def snapshot(
 ) -> None:
     """Export a store's units committed since the last export as Parquet files a sweep resumes from
     (`ttsopt sweep CONFIG --from OUT`); safe while drivers write the store."""
-    from ttsopt.train.snapshot import export_snapshot
-    from ttsopt.train.store import OutcomeStore, StoreMismatchError
+    from ttsopt.train.sweep.snapshot import export_snapshot
+    from ttsopt.train.sweep.store import OutcomeStore, StoreMismatchError
 
     con = _console()
     if not store.is_file():
@@ -402,7 +402,7 @@ def prm_eval(
     out: Optional[Path] = typer.Option(None, help="write per-example predictions as JSON"),
 ) -> None:
     """ProcessBench: F1 of a PRM at finding the first wrong step (harmonic mean of error and correct accuracy)."""
-    from ttsopt.train.processbench import evaluate_prm, load_processbench
+    from ttsopt.search.prm.processbench import evaluate_prm, load_processbench
     from ttsopt.search.registry import load_prm
 
     con = _console()
@@ -435,7 +435,7 @@ def main() -> None:  # pragma: no cover
 
 def _settings(trials: int, timeout: Optional[float], folds: int, seed: int, components: int,
               probe_k: Optional[int], tune_metric: str = "cross_entropy"):
-    from ttsopt.train.tuning import TrainSettings
+    from ttsopt.train.fit.tuning import TrainSettings
 
     return TrainSettings(trials=trials, timeout_s=timeout, folds=folds, seed=seed, n_components=components,
                          probe_k=probe_k, tune_metric=tune_metric)
@@ -469,7 +469,7 @@ def train(
     """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; write the router artifact."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ttsopt.train.build import train_router
+    from ttsopt.train.fit.build import train_router
 
     con = _console()
     _check_snapshots(con, data)
@@ -509,10 +509,10 @@ def evaluate(
 
     from ttsopt.data.files import atomic_write_text
     from ttsopt.selector.artifact import ArtifactError, load_artifact
-    from ttsopt.train.evaluate import evaluate as run_evaluation
-    from ttsopt.train.evaluate import markdown
-    from ttsopt.train.table import load_training_table
-    from ttsopt.train.tuning import TrainSettings
+    from ttsopt.train.evaluation.evaluate import evaluate as run_evaluation
+    from ttsopt.train.evaluation.evaluate import markdown
+    from ttsopt.train.fit.table import load_training_table
+    from ttsopt.train.fit.tuning import TrainSettings
 
     con = _console()
     _check_snapshots(con, data)
@@ -540,22 +540,22 @@ def evaluate(
         con.print("evaluating by cross-fitting: this is the router's training data (refit and re-tuned per fold)")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=con) as bar:
-            from ttsopt.train.evaluate import load_probe_tables
+            from ttsopt.train.evaluation.evaluate import load_probe_tables
 
             probes, _missing = load_probe_tables(data, probe_k)
             task = bar.add_task("fits (tuned inside each)", total=settings.folds)
-            from ttsopt.train.cascade import load_gates
-            from ttsopt.train.rest import load_rest
+            from ttsopt.train.fit.cascade import load_gates
+            from ttsopt.train.fit.rest import load_rest
 
             report = run_evaluation(table, settings, probe_tables=probes, gates=load_gates(data), rest=load_rest(data),
                                     progress=lambda d, t: bar.update(task, completed=d, total=t))
     else:
-        from ttsopt.train.evaluate import evaluate_as_is
+        from ttsopt.train.evaluation.evaluate import evaluate_as_is
 
         con.print("evaluating the saved router as it is: this is not its training data")
         try:
-            from ttsopt.train.cascade import load_gates
-            from ttsopt.train.rest import load_rest
+            from ttsopt.train.fit.cascade import load_gates
+            from ttsopt.train.fit.rest import load_rest
 
             report = evaluate_as_is(artifact, table, gates=load_gates(data), rest=load_rest(data))
         except ValueError as e:
@@ -569,7 +569,7 @@ def evaluate(
         atomic_write_text(markdown_out, text)
     if plot_out is not None:
         if any(p.get("curve") for p in report["pairs"].values()):
-            from ttsopt.train.plots import accuracy_vs_flops, to_png
+            from ttsopt.train.report.plots import accuracy_vs_flops, to_png
 
             plot_out.write_bytes(to_png(accuracy_vs_flops(report)))
         else:
@@ -840,7 +840,7 @@ def explain(
     """Which factors drive the router's choice (gain, SHAP by factor), and why one problem's strategy won."""
     from ttsopt.data.files import atomic_write_text
     from ttsopt.selector.artifact import ArtifactError
-    from ttsopt.train.explain import explain as run_explain
+    from ttsopt.train.report.explain import explain as run_explain
 
     con = _console()
     data = data or []
@@ -877,7 +877,7 @@ def report(
 ) -> None:
     """A self-contained HTML report (figures inline): evaluation, decisions, calibration, importance."""
     from ttsopt.selector.artifact import ArtifactError
-    from ttsopt.train.html_report import build_report
+    from ttsopt.train.report.html import build_report
 
     con = _console()
     _check_snapshots(con, data)
@@ -889,7 +889,7 @@ def report(
         raise typer.Exit(2)
     con.print(f"report: {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained); figures in {page.parent / 'figures'}")
     if screenshot is not None:
-        from ttsopt.train.html_report import screenshot as take
+        from ttsopt.train.report.html import screenshot as take
 
         try:
             con.print(f"screenshot: {take(page, screenshot)}")

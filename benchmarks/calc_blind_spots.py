@@ -27,7 +27,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "proces
 def analyse(examples, prm, threshold: float = 0.5, n_examples: int = 0) -> dict:
     """Metrics from ``evaluate_prm`` plus the blind-spot breakdown (counts and fractions)."""
     from ttsopt.search.prm.calc import CalculatorPRM
-    from ttsopt.train.processbench import evaluate_prm
+    from ttsopt.search.prm.processbench import evaluate_prm
 
     # time the scoring alone, with a fresh PRM (no cached steps); evaluate_prm's own wall
     # time also covers computing the AUC (and importing scikit-learn for it)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"ProcessBench file not found: {args.data}")
 
     from ttsopt.search.prm.calc import CalculatorPRM
-    from ttsopt.train.processbench import load_processbench
+    from ttsopt.search.prm.processbench import load_processbench
 
     examples = load_processbench(args.data, args.limit)
     report = analyse(examples, CalculatorPRM(), threshold=args.threshold, n_examples=args.examples)

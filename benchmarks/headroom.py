@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
-from ttsopt.train.labels import strategy_labels
-from ttsopt.train.store import read_outcomes
+from ttsopt.train.fit.labels import strategy_labels
+from ttsopt.train.sweep.snapshot import read_outcomes
 
 BUDGETS = (1, 2, 4, 8, 16)
 

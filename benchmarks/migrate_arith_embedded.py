@@ -25,10 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from ttsopt.data import load_problems
-from ttsopt.train.config import load_config
-from ttsopt.train.presets import preset_config_path
-from ttsopt.train.snapshot import COLUMN_ROLES, SNAPSHOT_FORMAT, probe_feature_table
-from ttsopt.train.store import OUTCOME_COLUMNS, POOL_COLUMNS, PROBE_COLUMNS, SCHEMA_VERSION
+from ttsopt.train.sweep.config import load_config
+from ttsopt.train.sweep.presets import preset_config_path
+from ttsopt.train.sweep.snapshot import COLUMN_ROLES, SNAPSHOT_FORMAT, probe_feature_table
+from ttsopt.train.sweep.store import OUTCOME_COLUMNS, POOL_COLUMNS, PROBE_COLUMNS, SCHEMA_VERSION
 
 
 def migrate(folder: Path) -> dict:

@@ -12,7 +12,7 @@ import sys
 import time
 
 from ttsopt.data import load_problems
-from ttsopt.train.units import order_problems
+from ttsopt.train.sweep.units import order_problems
 from ttsopt.search.registry import load_policy
 from ttsopt.search.run import run_search
 from ttsopt.search.strategy import Strategy

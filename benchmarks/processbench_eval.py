@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictions", default=None, help="write per-example predictions to this JSON file")
     args = ap.parse_args(argv)
 
-    from ttsopt.train.processbench import (
+    from ttsopt.search.prm.processbench import (
         best_threshold, evaluate_prm, load_processbench, score_quantiles, threshold_sweep,
     )
     from ttsopt.search.registry import load_prm

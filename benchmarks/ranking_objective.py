@@ -43,7 +43,7 @@ GRADES = 10  # ranking labels: round(label * GRADES), integer relevance as Light
 def _fit_predict(x_tr, y_tr, q_tr, x_te, objective: dict) -> np.ndarray:
     import lightgbm as lgb
 
-    from ttsopt.train.tuning import FIXED_PARAMS
+    from ttsopt.train.fit.tuning import FIXED_PARAMS
 
     params = {**FIXED_PARAMS, **PARAMS, **objective}
     ranking = objective["objective"] != "cross_entropy"
@@ -66,10 +66,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from ttsopt.selector.pipeline import FeaturePipeline
-    from ttsopt.train.eval_pairs import BUDGETS, _argmax_cheapest, _pairs
-    from ttsopt.train.metrics import gap_recovered, paired_bootstrap
-    from ttsopt.train.rules import _allowed, _best_fixed_vector
-    from ttsopt.train.table import fold_lists, load_training_table
+    from ttsopt.train.fit.pairs import BUDGETS, _argmax_cheapest, _pairs
+    from ttsopt.train.evaluation.metrics import gap_recovered, paired_bootstrap
+    from ttsopt.train.evaluation.rules import _allowed, _best_fixed_vector
+    from ttsopt.train.fit.table import fold_lists, load_training_table
 
     table = load_training_table(args.data).reset_index(drop=True)
     folds = fold_lists(table, args.folds, seed=args.seed)

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--by", default="level", choices=("level", "difficulty"), help="--compare: the columns")
     ap.add_argument("--budgets", default="4,16", help="--compare: the budgets N")
     args = ap.parse_args()
-    from ttsopt.train.store import read_outcomes
+    from ttsopt.train.sweep.snapshot import read_outcomes
 
     df = read_outcomes(args.store)
     if args.compare:

@@ -28,8 +28,8 @@ def main() -> None:
     ap.add_argument("--label", default="", help="what this run measures (e.g. the tuning code's version)")
     args = ap.parse_args()
 
-    from ttsopt.train.table import load_training_table
-    from ttsopt.train.tuning import TrainSettings, tune_and_fit
+    from ttsopt.train.fit.table import load_training_table
+    from ttsopt.train.fit.tuning import TrainSettings, tune_and_fit
 
     table = load_training_table(args.data)
     print(f"rows: {len(table)} ({table['question_key'].nunique()} questions, "

@@ -141,7 +141,7 @@ def for_target(pred: ArrayLike, cost: ArrayLike, target: ArrayLike) -> tuple[NDA
 
 def bin_of(scores: ArrayLike, edges: ArrayLike) -> NDArray[np.intp]:
     """The bin of each score among sorted ``edges`` (a score on an edge goes to the bin above): the
-    binned cascade's bin offline (train/cascade.py) and online (the Router) alike."""
+    binned cascade's bin offline (train/fit/cascade.py) and online (the Router) alike."""
     return np.searchsorted(np.asarray(edges, dtype=float), np.asarray(scores, dtype=float), side="right")
 
 

@@ -1,6 +1,6 @@
 """Model inputs from a training or routing frame: the one place that decides what a router sees.
 
-The offline table (``train/table.py``) and the online router build their LightGBM input frame
+The offline table (``train/fit/table.py``) and the online router build their LightGBM input frame
 with the same :class:`FeaturePipeline`, saved as JSON in the router artifact (the PCA as
 numbers, the categories in order). Columns that come from the sweep's own outcomes or from
 the problem generator (``ORACLE_COLUMNS``) are refused as inputs by :func:`check_inputs`.

@@ -1,7 +1,7 @@
 """A question's model-input columns: the functions the offline table and the online router share.
 
 The selector learns from rows ``(pair, problem, strategy)`` built offline by
-``train/table.py``; the router must build exactly those columns for a question it has never
+``train/fit/table.py``; the router must build exactly those columns for a question it has never
 seen (and that has no id). Both go through the functions here, so a change to a descriptor or a
 text statistic changes both sides at once:
 

@@ -291,7 +291,7 @@ def test_blind_spot_analysis_sorts_first_wrong_steps(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    pb = pytest.importorskip("ttsopt.train.processbench")
+    pb = pytest.importorskip("ttsopt.search.prm.processbench")
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "calc_blind_spots.py"
     spec = importlib.util.spec_from_file_location("calc_blind_spots", path)
     module = importlib.util.module_from_spec(spec)

@@ -8,8 +8,9 @@ import pytest
 import router_fixtures as rf
 
 from ttsopt.selector.router import Budget, RouterError
-from ttsopt.train.cascade import _apply, _choose, _matrices, evaluate_cascade, fit_cascade
-from ttsopt.train.eval_pairs import _Pair
+from ttsopt.train.evaluation.cascade import _apply, evaluate_cascade
+from ttsopt.train.fit.cascade import _choose, _matrices, fit_cascade
+from ttsopt.train.fit.pairs import _Pair
 
 PARAMS = 1e6
 STRATS = ["cot", "best_of_n:n=4,agg=min,vote=prm_vote"]
@@ -141,7 +142,7 @@ def test_route_refuses_the_cascade_flag_it_cannot_honour(tmp_path):
 
 
 def test_with_the_router_escalating_a_doubted_cot_only_where_a_search_is_predicted_to_do_better():
-    from ttsopt.train.cascade import _routed
+    from ttsopt.train.evaluation.cascade import _routed
 
     p = tiny_pair()
     p.pred[:, 1] = [0.9, 0.9, 0.9, 0.0]  # the router expects Best-of-4 to fail on problem 3
@@ -179,7 +180,7 @@ def test_with_the_router_escalating_it_routes_within_what_is_left_and_may_declin
 
 
 def test_a_saved_cascade_on_unseen_data_runs_as_the_router_would():
-    from ttsopt.train.cascade import cascade_as_is
+    from ttsopt.train.evaluation.cascade import cascade_as_is
 
     p = tiny_pair()
     p.pred[:, 1] = [0.9, 0.9, 0.9, 0.0]
@@ -207,7 +208,7 @@ def test_rest_of_budget_options_widen_the_escalation_but_not_the_baselines():
     has no prediction for."""
     import pandas as pd
 
-    from ttsopt.train.cascade import with_rest
+    from ttsopt.train.fit.cascade import with_rest
 
     p = tiny_pair()
     p.extra["problem_ids"] = ["a", "b", "c", "d"]
@@ -231,7 +232,7 @@ def test_rest_of_budget_options_widen_the_escalation_but_not_the_baselines():
     assert at4["best_fixed_with_rest"] == at4["accuracy"] - at4["diff_vs_best_fixed"]  # Best-of-4 either way
     assert all(c["escalate"] == "router" for c in out["router"]["budgets"]["4"]["choices"])
     # a saved plan that escalates to it runs on unseen data; the router mode there never picks it
-    from ttsopt.train.cascade import cascade_as_is
+    from ttsopt.train.evaluation.cascade import cascade_as_is
 
     plan = {"budgets": {"4": {"tau": 0.5, "escalate": key, "router_tau": 0.5, "keep_value": -1.0}}}
     as_is = cascade_as_is(wide, plan, GATE, PRM_TOKENS, np.zeros(4), PROMPT, budget=4)
@@ -258,7 +259,7 @@ def _two_kinds_pair() -> _Pair:
 
 
 def test_the_binned_cascade_keeps_the_cot_where_the_router_expects_it_right_and_searches_elsewhere():
-    from ttsopt.train.cascade import _binned
+    from ttsopt.train.evaluation.cascade import _binned
 
     p = _two_kinds_pair()
     c = _matrices(p, np.full(20, 0.5), np.full(20, 3.0), np.zeros(20), np.full(20, 20.0))
@@ -311,7 +312,7 @@ def _two_levels_pair() -> _Pair:
 
 
 def test_the_level_cascade_chooses_per_level_on_training_problems_and_applies_the_predicted_level():
-    from ttsopt.train.cascade import _by_level
+    from ttsopt.train.evaluation.cascade import _by_level
 
     p = _two_levels_pair()
     c = _matrices(p, np.full(20, 0.5), np.full(20, 3.0), np.zeros(20), np.full(20, 20.0))
@@ -331,7 +332,7 @@ def test_the_level_cascade_chooses_per_level_on_training_problems_and_applies_th
 
 
 def test_levels_are_predicted_from_the_text_by_a_model_fitted_on_the_other_folds_only():
-    from ttsopt.train.cascade import cross_fitted_levels
+    from ttsopt.train.evaluation.cascade import cross_fitted_levels
 
     p = _two_levels_pair()
     x = np.stack([(p.levels == "2").astype(float), np.arange(20) % 5], axis=1)  # column 0 tells the level
@@ -379,7 +380,8 @@ def test_the_artifact_carries_a_level_model_and_the_router_runs_the_plan_of_the_
 
 
 def test_the_level_plan_is_the_default_only_where_every_level_has_enough_problems():
-    from ttsopt.train.cascade import MIN_LEVEL, default_variant_name, level_plan_is_default
+    from ttsopt.train.evaluation.cascade import default_variant_name
+    from ttsopt.train.fit.cascade import MIN_LEVEL, level_plan_is_default
 
     assert level_plan_is_default(np.array(["1"] * MIN_LEVEL + ["2"] * MIN_LEVEL))
     assert not level_plan_is_default(np.array(["1"] * MIN_LEVEL + ["2"] * (MIN_LEVEL - 1)))
@@ -403,7 +405,7 @@ def test_an_artifact_trained_without_levels_has_no_level_model(tmp_path):
 
 
 def test_a_saved_level_plan_on_unseen_data_runs_by_the_levels_given():
-    from ttsopt.train.cascade import cascade_as_is
+    from ttsopt.train.evaluation.cascade import cascade_as_is
 
     p = tiny_pair()
     entry = {"budgets": {"8": {"tau": None, "escalate": STRATS[1]}},

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ttsopt.train.difficulty import (
+from ttsopt.train.sweep.difficulty import (
     DIFFICULTY_BINS,
     DIFFICULTY_LEVELS,
     difficulty_bin,

@@ -1,4 +1,4 @@
-"""The continuous-difficulty rule (train/difficulty_rule.py) on tables small enough to check by hand."""
+"""The continuous-difficulty rule (train/evaluation/difficulty_rule.py) on tables small enough to check by hand."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-from ttsopt.train.difficulty_rule import fit_difficulty_rule, predicted_difficulty, strategy_curves  # noqa: E402
-from ttsopt.train.evaluate import _Pair, _apply_rule, _Rule, evaluate_pair  # noqa: E402
+from ttsopt.train.evaluation.difficulty_rule import fit_difficulty_rule, predicted_difficulty, strategy_curves  # noqa: E402
+from ttsopt.train.evaluation.evaluate import _Pair, _apply_rule, _Rule, evaluate_pair  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def few_trees(monkeypatch):
     """Small forests keep each test within seconds; the rule's logic does not depend on the count."""
-    import ttsopt.train.difficulty_rule as dr
+    import ttsopt.train.evaluation.difficulty_rule as dr
 
     monkeypatch.setattr(dr, "N_TREES", 25)
 

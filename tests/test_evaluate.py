@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ttsopt.selector.decide")
-from ttsopt.train.evaluate import _Pair, evaluate_pair  # noqa: E402
+from ttsopt.train.evaluation.evaluate import _Pair, evaluate_pair  # noqa: E402
 
 
 def tiny_pair() -> _Pair:
@@ -56,7 +56,7 @@ def test_the_router_never_chooses_a_strategy_over_the_budget():
 
 # --------------------------------------------------------------------------- rules beyond argmax, by hand
 
-from ttsopt.train.evaluate import (_allocation, _apply_rule, _Rule, _rule_scores, _target_mode,  # noqa: E402
+from ttsopt.train.evaluation.evaluate import (_allocation, _apply_rule, _Rule, _rule_scores, _target_mode,  # noqa: E402
                                    lopo_split)
 
 
@@ -136,7 +136,7 @@ def test_a_probe_counts_against_the_budget_and_its_compute_is_charged():
     assert _apply_rule(rule, p, params, budget=2).tolist() == [0, 0, 0, 0]
     # on the compute axis the probe's tokens are added to every strategy's cost (both: no change in order here)
     assert _apply_rule(rule, p, params, lam=0.0).tolist() == [1, 1, 1, 1]
-    from ttsopt.train.evaluate import _rule_record
+    from ttsopt.train.evaluation.evaluate import _rule_record
     rec = _rule_record(rule, p, np.array([1, 1, 1, 1]), np.zeros(4), 1.0, True, 0)
     assert rec["flops"] == pytest.approx(3.5) and rec["tokens"] == pytest.approx(35.0) and rec["probed"]
     rep = evaluate_pair(_with_probe(p))
@@ -189,8 +189,8 @@ def test_out_of_fold_predictions_come_from_boosters_that_never_saw_the_question(
 
     from ttsopt.selector.features import TEXT_COLUMNS
     from ttsopt.selector.pipeline import CATEGORICAL, PAIR_FEATURES, STRATEGY_FEATURES
-    from ttsopt.train.table import fold_lists
-    from ttsopt.train.tuning import TrainSettings, tune_and_fit
+    from ttsopt.train.fit.table import fold_lists
+    from ttsopt.train.fit.tuning import TrainSettings, tune_and_fit
 
     rng = np.random.default_rng(0)
     rows = []
@@ -217,8 +217,8 @@ def test_out_of_fold_predictions_come_from_boosters_that_never_saw_the_question(
 def test_with_gate_scores_and_levels_the_evaluation_adds_the_cascades_and_says_how_well_levels_were_predicted():
     import router_fixtures as rf
 
-    from ttsopt.train.evaluate import evaluate, markdown
-    from ttsopt.train.tuning import TrainSettings
+    from ttsopt.train.evaluation.evaluate import evaluate, markdown
+    from ttsopt.train.fit.tuning import TrainSettings
 
     table = rf.synthetic_table(probe=False, levels=True).assign(difficulty="medium", pass_at_1=0.5)
     report = evaluate(table, TrainSettings(trials=1, folds=3, n_components=2), gates=rf.synthetic_gates(),

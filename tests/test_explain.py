@@ -1,4 +1,4 @@
-"""``train/explain.py``: importance by factor, LightGBM's own SHAP, and one problem's candidates."""
+"""``train/report/explain.py``: importance by factor, LightGBM's own SHAP, and one problem's candidates."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ pytest.importorskip("lightgbm")
 from fakes import HashPRM, LevelPolicy, blake2b32  # noqa: E402
 from ttsopt.data import Problem  # noqa: E402
 from ttsopt.selector.artifact import load_artifact  # noqa: E402
-from ttsopt.train.explain import (  # noqa: E402
+from ttsopt.train.report.explain import (  # noqa: E402
     FACTORS, contributions, explain, explain_rows, factor_of, gain_importance, global_importance, group_sums, router_decisions)
-from ttsopt.train.table import load_training_table  # noqa: E402
-from ttsopt.train.tuning import TrainSettings  # noqa: E402
+from ttsopt.train.fit.table import load_training_table  # noqa: E402
+from ttsopt.train.fit.tuning import TrainSettings  # noqa: E402
 
 
 CONFIG = {"name": "explain", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],
@@ -26,11 +26,11 @@ CONFIG = {"name": "explain", "problems": "builtin:arith", "pairs": [{"policy": "
 
 
 def make_snapshot(folder: Path, n: int = 36) -> Path:
-    from ttsopt.train.config import config_from_dict
-    from ttsopt.train.snapshot import export_snapshot
-    from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep, write_problem_features
-    from ttsopt.train.units import ChunkWorker
+    from ttsopt.train.sweep.config import config_from_dict
+    from ttsopt.train.sweep.snapshot import export_snapshot
+    from ttsopt.train.sweep.store import OutcomeStore
+    from ttsopt.train.sweep.driver import run_sweep, write_problem_features
+    from ttsopt.train.sweep.units import ChunkWorker
 
     words = ["", "and then twice more ", "of each of the remaining "]
     problems = [Problem(f"p{i}", f"How much is {i} plus {i} {words[i % 3]}?", str(2 * i), "test",
@@ -52,7 +52,7 @@ def snapshot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def router(snapshot, tmp_path_factory) -> Path:
-    from ttsopt.train.build import train_router
+    from ttsopt.train.fit.build import train_router
 
     out = tmp_path_factory.mktemp("router") / "r"
     # an in-memory study: Optuna's pruning callback commits every boosting round, slow on a busy disk
@@ -153,7 +153,7 @@ def test_a_raw_question_gets_the_same_features_as_the_offline_table(router, snap
 
 
 def test_bad_requests_say_what_is_wrong(router, snapshot, tmp_path):
-    from ttsopt.train.build import train_router
+    from ttsopt.train.fit.build import train_router
 
     with pytest.raises(ValueError, match="not in the data"):
         explain(router, [snapshot], problem="nope")

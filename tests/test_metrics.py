@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ttsopt.train.metrics import (bootstrap_mean_ci, brier, calibration_table, compute_multiplier, gap_recovered,
+from ttsopt.train.evaluation.metrics import (bootstrap_mean_ci, brier, calibration_table, compute_multiplier, gap_recovered,
                                   hull_area, nondecreasing_hull, paired_bootstrap)
 
 # --------------------------------------------------------------------------- gap recovered
@@ -163,7 +163,7 @@ def test_calibration_table_keeps_empty_bins_and_clips_out_of_range_predictions()
 
 
 def test_aiq_difference_is_the_area_between_the_hulls_with_a_paired_ci():
-    from ttsopt.train.metrics import aiq_difference
+    from ttsopt.train.evaluation.metrics import aiq_difference
 
     # two single-point curves on 4 problems at 10 and 100 FLOPs (log axis, range [10, 100])
     a = (np.array([[1.0, 1.0, 0.0, 0.0]]), np.full((1, 4), 10.0))  # accuracy 0.5 from the start

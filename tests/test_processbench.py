@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ttsopt.train.processbench import (
+from ttsopt.search.prm.processbench import (
     ProcessBenchExample,
     ProcessBenchFormatError,
     best_threshold,

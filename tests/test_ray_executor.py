@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ttsopt.data import load_problems
-from ttsopt.train.config import config_from_dict
-from ttsopt.train.store import OutcomeStore
-from ttsopt.train.sweep import run_sweep
+from ttsopt.train.sweep.config import config_from_dict
+from ttsopt.train.sweep.store import OutcomeStore
+from ttsopt.train.sweep.driver import run_sweep
 
 ray = pytest.importorskip("ray")
 

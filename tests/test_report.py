@@ -20,8 +20,8 @@ FIGURES = ("accuracy_by_budget", "accuracy_vs_flops", "decision_map", "router_vs
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    from ttsopt.train.build import train_router
-    from ttsopt.train.tuning import TrainSettings
+    from ttsopt.train.fit.build import train_router
+    from ttsopt.train.fit.tuning import TrainSettings
 
     tmp = tmp_path_factory.mktemp("report")
     snap = make_snapshot(tmp)  # the scripted sweep of test_explain.py: one snapshot builder for both
@@ -45,7 +45,7 @@ def _assert_self_contained(page: str) -> None:
 @pytest.fixture(scope="module")
 def evaluated(tiny, tmp_path_factory) -> Path:
     """A report whose evaluation ran here (the slow part: cross-fitting), for the others to reuse."""
-    from ttsopt.train.html_report import build_report
+    from ttsopt.train.report.html import build_report
 
     snap, router = tiny
     return build_report(router, [snap], tmp_path_factory.mktemp("evaluated") / "report", trials=1, folds=2, dpi=40)
@@ -60,7 +60,7 @@ def test_without_an_evaluation_one_is_run_and_saved_next_to_the_page(evaluated):
 
 
 def test_the_report_builds_in_seconds_as_one_self_contained_page(tiny, evaluated, tmp_path):
-    from ttsopt.train.html_report import build_report
+    from ttsopt.train.report.html import build_report
 
     snap, router = tiny
     start = time.perf_counter()
@@ -83,7 +83,7 @@ def test_the_report_builds_in_seconds_as_one_self_contained_page(tiny, evaluated
 
 
 def test_missing_parts_of_an_evaluation_are_left_out(tiny, evaluated, tmp_path):
-    from ttsopt.train.html_report import build_report
+    from ttsopt.train.report.html import build_report
 
     snap, router = tiny
     evaluation = json.loads((evaluated.parent / "eval.json").read_text())
@@ -137,7 +137,7 @@ def test_the_cascade_is_drawn_where_the_evaluation_has_it():
     import json
     from pathlib import Path
 
-    from ttsopt.train import plots
+    from ttsopt.train.report import plots
 
     path = Path(__file__).resolve().parents[1] / "benchmarks/results/selector/arith-router-eval.json"
     evaluation = json.loads(path.read_text())

@@ -14,12 +14,12 @@ from fakes import HashPRM, LevelPolicy
 from ttsopt.data import Problem
 from ttsopt.selector.artifact import ArtifactError, load_artifact
 from ttsopt.selector.pipeline import FeaturePipeline, LeakError, check_inputs
-from ttsopt.train.config import config_from_dict
-from ttsopt.train.snapshot import export_snapshot
-from ttsopt.train.store import OutcomeStore
-from ttsopt.train.sweep import run_sweep, write_problem_features
-from ttsopt.train.table import fold_lists, load_training_table
-from ttsopt.train.tuning import TrainSettings, predict, tune_and_fit
+from ttsopt.train.sweep.config import config_from_dict
+from ttsopt.train.sweep.snapshot import export_snapshot
+from ttsopt.train.sweep.store import OutcomeStore
+from ttsopt.train.sweep.driver import run_sweep, write_problem_features
+from ttsopt.train.fit.table import fold_lists, load_training_table
+from ttsopt.train.fit.tuning import TrainSettings, predict, tune_and_fit
 
 
 CONFIG = {"name": "sel", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "calc"}],
@@ -30,7 +30,7 @@ CONFIG = {"name": "sel", "problems": "builtin:arith", "pairs": [{"policy": "leve
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> Path:
-    from ttsopt.train.units import ChunkWorker
+    from ttsopt.train.sweep.units import ChunkWorker
 
     tmp = tmp_path_factory.mktemp("sel")
     problems = [Problem(f"p{i}", f"How much is {i} plus {i} {'and more ' * (i % 3)}?", str(2 * i), "test",
@@ -84,7 +84,7 @@ def test_a_small_training_run_is_deterministic_and_learns_the_levels(snapshot):
 
 
 def test_the_artifact_round_trips_and_a_tampered_one_is_refused(snapshot, tmp_path):
-    from ttsopt.train.build import train_router
+    from ttsopt.train.fit.build import train_router
 
     out = tmp_path / "router"
     manifest = train_router([snapshot], out, TrainSettings(trials=2, folds=3, n_components=0))
@@ -110,7 +110,7 @@ def test_the_artifact_round_trips_and_a_tampered_one_is_refused(snapshot, tmp_pa
 
 
 def test_gate_scores_are_the_prm_on_each_stored_cot_and_fit_a_cascade_plan(snapshot):
-    from ttsopt.train.cascade import cot_gates, fit_cascade
+    from ttsopt.train.fit.cascade import cot_gates, fit_cascade
 
     # this sweep's "calc" was a 10-parameter stand-in: a PRM with weights is not run unless asked
     assert cot_gates(snapshot).empty
@@ -125,7 +125,7 @@ def test_gate_scores_are_the_prm_on_each_stored_cot_and_fit_a_cascade_plan(snaps
 
 
 def test_training_does_not_depend_on_the_order_a_sweep_wrote_its_rows(snapshot):
-    from ttsopt.train.table import canonical_order
+    from ttsopt.train.fit.table import canonical_order
 
     table = load_training_table([snapshot])
     shuffled = table.sample(frac=1.0, random_state=3).reset_index(drop=True)
@@ -140,7 +140,7 @@ def test_training_does_not_depend_on_the_order_a_sweep_wrote_its_rows(snapshot):
 def test_the_regret_the_tuning_can_minimise_is_the_argmax_decision_scored_by_hand():
     import pandas as pd
 
-    from ttsopt.train.tuning import _Regret
+    from ttsopt.train.fit.tuning import _Regret
 
     # one problem, three strategies: A (n=1) label 0.2, B (n=2) 0.9, C (n=2) 0.9 but more tokens
     table = pd.DataFrame({"policy": "p", "prm": "calc", "problem_id": "q", "n": [1, 2, 2],
@@ -153,7 +153,7 @@ def test_the_regret_the_tuning_can_minimise_is_the_argmax_decision_scored_by_han
 
 
 def test_tuning_for_regret_keeps_its_own_study_and_says_what_it_minimised(tmp_path):
-    from ttsopt.train.tuning import TrainSettings, tune_and_fit
+    from ttsopt.train.fit.tuning import TrainSettings, tune_and_fit
 
     with pytest.raises(ValueError, match="tune_metric"):
         TrainSettings(tune_metric="accuracy")

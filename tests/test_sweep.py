@@ -17,11 +17,11 @@ from fakes import HashPRM
 from ttsopt.data import Problem
 from ttsopt.search import Completion, Generation, SamplingParams, Strategy
 from ttsopt.search.run import run_search
-from ttsopt.train.config import SweepConfigError, config_from_dict, load_config
-from ttsopt.train.pooled import PoolItem, estimate_budgets, subsets
-from ttsopt.train.store import OutcomeStore
-from ttsopt.train.sweep import run_sweep
-from ttsopt.train.units import ChunkWorker
+from ttsopt.train.sweep.config import SweepConfigError, config_from_dict, load_config
+from ttsopt.train.sweep.pooled import PoolItem, estimate_budgets, subsets
+from ttsopt.train.sweep.store import OutcomeStore
+from ttsopt.train.sweep.driver import run_sweep
+from ttsopt.train.sweep.units import ChunkWorker
 
 
 class CoinPolicy:
@@ -187,7 +187,7 @@ _ROW = {"policy": "a", "prm": "", "problem_id": "p", "strategy": "cot", "seed": 
 
 
 def test_rows_name_the_engine_and_a_store_of_an_older_schema_is_refused(tmp_path):
-    from ttsopt.train.store import StoreMismatchError
+    from ttsopt.train.sweep.store import StoreMismatchError
 
     probs, policy = _problems(4)
     assert set(_run(tmp_path, "s", probs, policy).outcomes()["engine"]) == {"transformers"}
@@ -296,7 +296,7 @@ def test_kill_9_and_resume_a_real_sweep(tmp_path, tiny_model_dir):
 def test_problem_features_land_next_to_the_store(tmp_path):
     import pandas as pd
 
-    from ttsopt.train.sweep import write_problem_features
+    from ttsopt.train.sweep.driver import write_problem_features
 
     probs, _ = _problems(3)
     path = write_problem_features(probs, tmp_path, embeddings=False)
@@ -307,7 +307,7 @@ def test_problem_features_land_next_to_the_store(tmp_path):
 
 def test_interleaved_order_puts_every_level_in_each_chunk():
     from ttsopt.data import load_problems
-    from ttsopt.train.units import chunks, order_problems
+    from ttsopt.train.sweep.units import chunks, order_problems
 
     problems = load_problems("builtin:arith", per_level=4, seed=0)
     ordered = order_problems(problems, "interleave_levels")
@@ -363,7 +363,7 @@ def _sweep(tmp_path: Path, name: str, raw: dict, probs, policy, store: OutcomeSt
 
 
 def test_a_store_refuses_to_resume_under_another_config_or_a_corrected_gold_answer(tmp_path):
-    from ttsopt.train.store import StoreMismatchError
+    from ttsopt.train.sweep.store import StoreMismatchError
 
     probs, policy = _problems(4)
     store, _ = _sweep(tmp_path, "s", CONFIG, probs, policy)
@@ -378,7 +378,7 @@ def test_a_store_refuses_to_resume_under_another_config_or_a_corrected_gold_answ
 
 
 def test_a_changed_prompt_is_refused_as_a_changed_model(tmp_path):
-    from ttsopt.train.store import StoreMismatchError
+    from ttsopt.train.sweep.store import StoreMismatchError
 
     probs, policy = _problems(8)
     store, _ = _sweep(tmp_path, "s", CONFIG, probs, policy, only_chunks=[0])
@@ -470,7 +470,7 @@ def test_a_pair_limited_to_its_first_problems_runs_only_those(tmp_path):
 
     cfg = config_from_dict({**CONFIG, "pairs": ["smollm2-135m+calc", {"pair": "smollm2-135m+judge", "max_problems": 4}]})
     assert cfg.problem_limit(PAIRS["smollm2-135m+judge"]) == 4 and cfg.problem_limit(PAIRS["smollm2-135m+calc"]) is None
-    from ttsopt.train.units import plan_units
+    from ttsopt.train.sweep.units import plan_units
 
     units = plan_units(cfg, "smollm2-135m", ["calc", "judge:smollm2-135m"], 3, {"judge:smollm2-135m": 1})
     assert {u.chunk for u in units if u.prm == "judge:smollm2-135m"} == {0}
@@ -480,7 +480,7 @@ def test_a_pair_limited_to_its_first_problems_runs_only_those(tmp_path):
 
 
 def test_a_sweep_resumes_from_its_snapshot_on_another_machine_without_redoing_a_unit(tmp_path):
-    from ttsopt.train.snapshot import export_snapshot, import_snapshot, read_manifest, read_table
+    from ttsopt.train.sweep.snapshot import export_snapshot, import_snapshot, read_manifest, read_table
 
     probs, policy = _problems(8)
     clean, _ = _sweep(tmp_path, "clean", DATA_CONFIG, probs, policy)
@@ -515,7 +515,7 @@ def test_offline_probe_features_equal_the_online_probe_of_the_same_samples(tmp_p
     import pandas as pd
 
     from ttsopt.selector.probe import probe_row, probe_seed, sample_probe, score_probe
-    from ttsopt.train.snapshot import export_snapshot
+    from ttsopt.train.sweep.snapshot import export_snapshot
 
     probs, policy = _problems(4)  # one chunk
     store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
@@ -534,13 +534,13 @@ def test_offline_probe_features_equal_the_online_probe_of_the_same_samples(tmp_p
 
 
 def test_the_rest_of_the_budget_is_estimated_from_the_pools_as_the_sweep_estimates_its_own_budgets(tmp_path):
-    """train/rest.py: at a budget the sweep ran, the derived pooled rows are the sweep's rows exactly
+    """train/fit/rest.py: at a budget the sweep ran, the derived pooled rows are the sweep's rows exactly
     (label, tokens, FLOPs); at n = N - 1 it ran none, every pooled rule gets a row per problem."""
     import numpy as np
 
-    from ttsopt.train.labels import strategy_labels
-    from ttsopt.train.rest import rest_of_budget
-    from ttsopt.train.snapshot import export_snapshot, read_table
+    from ttsopt.train.fit.labels import strategy_labels
+    from ttsopt.train.fit.rest import rest_of_budget
+    from ttsopt.train.sweep.snapshot import export_snapshot, read_table
 
     probs, policy = _problems(8)
     store, _ = _sweep(tmp_path, "s", DATA_CONFIG, probs, policy)
@@ -677,8 +677,8 @@ def test_a_lease_of_a_dead_driver_is_taken_over_and_one_from_another_host_waits_
 
 
 def test_units_that_need_a_pool_another_driver_is_drawing_wait_for_it(tmp_path):
-    from ttsopt.train.units import chunk_jobs, chunks, take_job
-    from ttsopt.train.sweep import plan_sweep
+    from ttsopt.train.sweep.units import chunk_jobs, chunks, take_job
+    from ttsopt.train.sweep.driver import plan_sweep
 
     probs, policy = _problems(4)
     cfg = config_from_dict(CONFIG)
@@ -699,8 +699,8 @@ def test_units_that_need_a_pool_another_driver_is_drawing_wait_for_it(tmp_path):
 
 
 def test_a_chunk_waiting_on_a_dead_drivers_pool_takes_the_pool_over(tmp_path):
-    from ttsopt.train.units import chunk_jobs, chunks, take_job
-    from ttsopt.train.sweep import plan_sweep
+    from ttsopt.train.sweep.units import chunk_jobs, chunks, take_job
+    from ttsopt.train.sweep.driver import plan_sweep
 
     probs, _ = _problems(4)
     cfg = config_from_dict(CONFIG)
@@ -723,7 +723,7 @@ def test_a_sweep_without_embeddings_keeps_those_the_features_file_has_for_the_sa
     import pandas as pd
 
     from ttsopt.selector.features import problem_features
-    from ttsopt.train.sweep import write_problem_features
+    from ttsopt.train.sweep.driver import write_problem_features
 
     probs, _ = _problems(3)
     with_emb = problem_features(probs).assign(raw_emb_0=[0.1, 0.2, 0.3], raw_emb_1=[1.0, 2.0, 3.0])
@@ -736,8 +736,8 @@ def test_a_sweep_without_embeddings_keeps_those_the_features_file_has_for_the_sa
 
 
 def test_progress_bars_count_the_units_other_drivers_finished(tmp_path):
-    from ttsopt.train.sweep import _sync_progress, plan_sweep
-    from ttsopt.train.units import progress_group
+    from ttsopt.train.sweep.driver import _sync_progress, plan_sweep
+    from ttsopt.train.sweep.units import progress_group
 
     cfg = config_from_dict(CONFIG)
     units = plan_sweep(cfg, 8)["coin"]
@@ -756,7 +756,7 @@ def test_progress_bars_count_the_units_other_drivers_finished(tmp_path):
 
 
 def test_drivers_sharing_the_cores_with_all_threads_each_are_warned(tmp_path, monkeypatch, caplog):
-    from ttsopt.train.sweep import oversubscription
+    from ttsopt.train.sweep.driver import oversubscription
 
     assert oversubscription(1, 2, 2) is None  # one driver may use every core
     assert oversubscription(2, 1, 2) is None
@@ -770,7 +770,7 @@ def test_drivers_sharing_the_cores_with_all_threads_each_are_warned(tmp_path, mo
     assert store.live_drivers_here(exclude="me") == {f"{socket_host()}:{os.getpid()}:other"}
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.delenv("TTSOPT_NUM_THREADS", raising=False)
-    with caplog.at_level("WARNING", logger="ttsopt.train.sweep"):
+    with caplog.at_level("WARNING", logger="ttsopt.train.sweep.driver"):
         _sweep(tmp_path, "t", CONFIG, probs, policy, store=store)
     assert [r.message for r in caplog.records if "oversubscribed" in r.message] != []
 
@@ -778,7 +778,7 @@ def test_drivers_sharing_the_cores_with_all_threads_each_are_warned(tmp_path, mo
     monkeypatch.setenv("TTSOPT_NUM_THREADS", "1")
     store2 = OutcomeStore(tmp_path / "t2.sqlite")
     store2.take(["held-by-another-driver"], f"{socket_host()}:{os.getpid()}:other")
-    with caplog.at_level("WARNING", logger="ttsopt.train.sweep"):
+    with caplog.at_level("WARNING", logger="ttsopt.train.sweep.driver"):
         _sweep(tmp_path, "t2", CONFIG, probs, policy, store=store2)
     assert not [r for r in caplog.records if "oversubscribed" in r.message]
 
@@ -795,7 +795,7 @@ def test_sweep_threads_option_sets_the_engines_thread_count(tmp_path, monkeypatc
         seen["threads"] = os.environ.get("TTSOPT_NUM_THREADS")
         raise SystemExit(0)
 
-    monkeypatch.setattr("ttsopt.train.sweep.run_sweep", fake_run_sweep)
+    monkeypatch.setattr("ttsopt.train.sweep.driver.run_sweep", fake_run_sweep)
     result = CliRunner().invoke(app, ["sweep", "arith-smoke", "--store", str(tmp_path / "s.sqlite"),
                                       "--threads", "1", "--no-embeddings"])
     assert seen == {"threads": "1"}, result.output

@@ -70,8 +70,8 @@ class Stages:
 
 
 def _load_config(name: str):
-    from ttsopt.train.config import load_config
-    from ttsopt.train.presets import preset_config_path
+    from .sweep.config import load_config
+    from .sweep.presets import preset_config_path
 
     path = Path(name)
     return load_config(path if path.exists() else preset_config_path(name))
@@ -80,10 +80,10 @@ def _load_config(name: str):
 def run_sweep_stage(settings: QuickstartSettings, stages: Stages) -> tuple[Path, dict[str, int]]:
     """Sweep into ``out/outcomes.sqlite`` (resuming), write the problem features, export the snapshot."""
     from ttsopt.data import load_problems
-    from ttsopt.train.snapshot import export_snapshot
-    from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep, write_problem_features
-    from ttsopt.train.units import order_problems
+    from .sweep.driver import run_sweep, write_problem_features
+    from .sweep.snapshot import export_snapshot
+    from .sweep.store import OutcomeStore
+    from .sweep.units import order_problems
 
     cfg = _load_config(settings.config)
     if settings.limit is not None and settings.limit % cfg.chunk_size:
@@ -114,8 +114,8 @@ def _sweep_in_processes(settings: QuickstartSettings, store_path: Path, n_chunks
     takes fewer). Each process logs to ``out/sweep-worker-K.log``; a failed one is an error quoting its log's
     end. A kill leaves the store consistent (one transaction per unit), so a rerun resumes.
     """
-    from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import plan_sweep
+    from .sweep.driver import plan_sweep
+    from .sweep.store import OutcomeStore
 
     wanted = {u.key for units in plan_sweep(cfg, n_problems).values() for u in units}
     tick = stages.counter("sweep units", len(wanted))
@@ -196,12 +196,12 @@ def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
 def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -> QuickstartResult:
     """The whole loop; each stage skipped when its output is already there for the same inputs."""
     from ttsopt.selector.artifact import ArtifactError, load_artifact
-    from ttsopt.train.build import train_router
-    from ttsopt.train.cascade import load_gates
-    from ttsopt.train.rest import load_rest
-    from ttsopt.train.evaluate import evaluate, markdown
-    from ttsopt.train.table import load_training_table, table_hash
-    from ttsopt.train.tuning import TrainSettings
+    from .evaluation.evaluate import evaluate, markdown
+    from .fit.build import train_router
+    from .fit.cascade import load_gates
+    from .fit.rest import load_rest
+    from .fit.table import load_training_table, table_hash
+    from .fit.tuning import TrainSettings
 
     stages = stages or Stages()
     seconds: dict[str, float] = {}
@@ -257,7 +257,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     if settings.report:
         stages.stage("report")
         t = time.perf_counter()
-        from ttsopt.train.html_report import build_report
+        from .report.html import build_report
 
         page = build_report(router, [snapshot], out / "report", eval_path=eval_json)
         seconds["report"] = time.perf_counter() - t
@@ -276,7 +276,7 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n} | {b['router']['accuracy']:.3f} | [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
                          f"{b['best_fixed']['accuracy']:.3f} | {b['oracle']['accuracy']:.3f} | "
                          f"{b['gap_recovered']:+.2f} |")
-    from ttsopt.train.cascade import default_variant, default_variant_name
+    from .evaluation.cascade import default_variant, default_variant_name
 
     cascades = {n: default_variant(p["cascade"]) for n, p in report.get("pairs", {}).items() if "cascade" in p}
     names = {default_variant_name(p["cascade"]) for p in report.get("pairs", {}).values() if "cascade" in p}

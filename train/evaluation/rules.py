@@ -10,13 +10,14 @@ of that fold's training problems (mean accuracy over the budgets), never on its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .eval_pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
+from ..fit.pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
+from .difficulty_rule import difficulty_rules
 from .metrics import gap_recovered, paired_bootstrap
+from .rule import _Rule
 
 #: Shrinkage / blend weight on the model (0: the training mean, the best fixed strategy; 1: the model).
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -24,26 +25,6 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOPKS = (1, 2, 3, 5, 1000)
 #: Margin by which another strategy's prediction must beat the best fixed one (1.01: never).
 MARGINS = (1.01, 0.2, 0.1, 0.05, 0.02, 0.0)
-
-
-@dataclass
-class _Rule:
-    """A decision rule: ``kind`` says how scores are formed (see :func:`_rule_scores`)."""
-
-    name: str
-    kind: str  # "pred" | "shrink" | "margin" | "topk" | "bin" | "blend"
-    pred: np.ndarray | None = None  # (problems, strategies) held-out predictions
-    inner: tuple[np.ndarray, np.ndarray] | None = None  # inner preds (folds, problems, S), inner folds (folds, problems)
-    bins_pred: np.ndarray | None = None  # (problems,) bins used for test problems (predicted online)
-    bins_true: np.ndarray | None = None  # (problems,) bins of training problems (known in training)
-    probe_k: int = 0
-    probe_tokens: np.ndarray | None = None  # (problems,)
-    probe_flops: np.ndarray | None = None
-    fallback: "_Rule | None" = None  # used at a budget where no strategy fits n + k <= N
-    grid: tuple[float, ...] = (0.0,)
-    #: (problems, strategies) expected tokens known before routing for each problem (its own outer fold's
-    #: model), used instead of the training mean on the compute axis (see :mod:`.difficulty_rule`).
-    cost: np.ndarray | None = None
 
 
 def _train_means(p: _Pair, tr: np.ndarray) -> np.ndarray:
@@ -275,8 +256,6 @@ def _rules(p: _Pair, seed: int) -> tuple[list[_Rule], dict[str, Any]]:
             rules.append(_Rule(f"per_bin_predicted_probe{k}", "bin", bins_pred=bins_k, bins_true=p.bins, probe_k=k,
                                probe_tokens=tokens, probe_flops=flops, fallback=text_bins))
     if feats is not None and "pass_at_1" in ex:
-        from .difficulty_rule import difficulty_rules
-
         extra_rules, extra_info = difficulty_rules(p, feats, seed)
         rules += extra_rules
         info.update(extra_info)

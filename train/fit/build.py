@@ -12,7 +12,7 @@ import pandas as pd
 from ttsopt.search.pairs import Pair
 from ttsopt.selector.artifact import save_artifact
 
-from .snapshot import read_manifest
+from ..sweep.snapshot import read_manifest
 from .table import load_training_table, table_hash
 from .tuning import FitResult, TrainSettings, tune_and_fit
 
@@ -108,9 +108,9 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
 
     ``search`` is :func:`search_settings` (tests pass their own for a synthetic table); ``fit``, a
     model fitted already (``fit_fixed``: tests that need an artifact in a fraction of a second), skips
-    the tuning. ``gates`` (:func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
+    the tuning. ``gates`` (:func:`~ttsopt.train.fit.cascade.load_gates`) adds the verify-first cascade
     per pair that has them (``manifest["cascade"]``), escalating within the rest of the budget
-    where ``rest`` (:func:`~ttsopt.train.rest.load_rest`) has the pooled options at n = N - 1.
+    where ``rest`` (:func:`~ttsopt.train.fit.rest.load_rest`) has the pooled options at n = N - 1.
     """
     from .cascade import fit_cascade
     from .tuning import out_of_fold_predictions
@@ -168,8 +168,8 @@ def train_router(folders: Sequence[str | Path], out: str | Path, settings: Train
 
     ``gate_models``: also score the stored CoTs with PRMs that have weights (loaded on ``device``), so
     that their pairs get a cascade; a PRM without parameters (calc) always does. ``gates`` and
-    ``rest``, when a caller has them already (:func:`~ttsopt.train.cascade.load_gates`,
-    :func:`~ttsopt.train.rest.load_rest` of the same ``folders``), are used instead of reading them again."""
+    ``rest``, when a caller has them already (:func:`~ttsopt.train.fit.cascade.load_gates`,
+    :func:`~ttsopt.train.fit.rest.load_rest` of the same ``folders``), are used instead of reading them again."""
     from .cascade import load_gates
     from .rest import load_rest
 

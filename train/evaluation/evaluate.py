@@ -13,19 +13,20 @@ On the held-out predictions, for each pair and budget N (strategies with n <= N;
 - ``random``: a uniformly random strategy within the budget (its expected accuracy);
 - ``oracle``: each problem's best label within the budget.
 
-The parts live in their own modules: :mod:`.eval_pairs` (the per-pair matrices and shared
+The parts live in their own modules: :mod:`ttsopt.train.fit.pairs` (the per-pair matrices and shared
 choices), :mod:`.curves` (accuracy against compute, AIQ, compute multiplier), :mod:`.rules`
 (rules beyond the argmax), :mod:`.allocation` (batch allocation, target mode), :mod:`.lopo`
-(leave one pair out), :mod:`.eval_markdown` (the tables). This module composes them
+(leave one pair out), :mod:`.markdown` (the tables). This module composes them
 (:func:`evaluate_pair`, :func:`evaluate`, :func:`evaluate_as_is`) and re-exports the names
-other modules and tests import from ``ttsopt.train.evaluate``.
+other modules and tests import from ``ttsopt.train.evaluation.evaluate``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,21 +34,50 @@ import pandas as pd
 from ttsopt.search.pairs import Pair
 from ttsopt.selector.pipeline import ORACLE_COLUMNS, PROBE_FEATURES
 
+from ..fit.cascade import gate_vectors, load_gates, with_rest
+from ..fit.pairs import (  # noqa: F401
+    BUDGETS,
+    MIN_PROBLEMS,
+    _argmax_cheapest,
+    _fixed_choice,
+    _Pair,
+    _pair_keys,
+    _pairs,
+    _paper_rule,
+    _shares,
+)
+from ..fit.rest import load_rest
+from ..fit.table import fold_lists
+from ..fit.tuning import TrainSettings
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
-from .cascade import cross_fitted_levels, evaluate_cascade, gate_vectors, load_gates, with_rest
-from .rest import load_rest
-from .crossfit import (CrossFit, _folds_like, _with_probe_columns, cross_fit, cross_fit_nested,  # noqa: F401
-                       load_probe_tables)
+from .cascade import cross_fitted_levels, evaluate_cascade
+from .crossfit import (  # noqa: F401
+    CrossFit,
+    _folds_like,
+    _problem_features,
+    _with_probe_columns,
+    cross_fit,
+    cross_fit_nested,
+    load_probe_tables,
+)
 from .curves import LAMBDAS, _curve_summary, _curves, _hull_range  # noqa: F401
-from .eval_markdown import markdown  # noqa: F401
-from .eval_pairs import (BUDGETS, MIN_PROBLEMS, _argmax_cheapest, _fixed_choice, _Pair, _pair_keys,  # noqa: F401
-                         _pairs, _paper_rule, _problem_features, _shares)
 from .lopo import LOPO_CALIBRATION, leave_one_pair_out, lopo_candidates, lopo_split  # noqa: F401
+from .markdown import markdown  # noqa: F401
 from .metrics import brier, calibration_table, gap_recovered, paired_bootstrap
-from .rules import (ALPHAS, MARGINS, TOPKS, _allowed, _apply_rule, _best_fixed_vector,  # noqa: F401
-                    _fallback_params, _probe_charge, _Rule, _rule_record, _rule_scores, _rules)
-from .table import fold_lists
-from .tuning import TrainSettings
+from .rules import (  # noqa: F401
+    ALPHAS,
+    MARGINS,
+    TOPKS,
+    _allowed,
+    _apply_rule,
+    _best_fixed_vector,
+    _fallback_params,
+    _probe_charge,
+    _Rule,
+    _rule_record,
+    _rule_scores,
+    _rules,
+)
 
 
 def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
@@ -179,8 +209,8 @@ def evaluate(table: pd.DataFrame, settings: TrainSettings, *, progress=None,
     every budget (see :func:`_rules`). Pairs with fewer than ``min_problems`` complete problems
     train the models but are not evaluated (listed under ``skipped_pairs``). ``lopo`` adds
     the leave-one-pair-out evaluation (:func:`leave_one_pair_out`). ``gates`` (per problem, the PRM's
-    score of the stored CoT: :func:`~ttsopt.train.cascade.load_gates`) adds the verify-first cascade
-    (:mod:`.cascade`) to every pair it covers; ``rest`` (:func:`~ttsopt.train.rest.load_rest`: pooled
+    score of the stored CoT: :func:`~ttsopt.train.fit.cascade.load_gates`) adds the verify-first cascade
+    (:mod:`.cascade`) to every pair it covers; ``rest`` (:func:`~ttsopt.train.fit.rest.load_rest`: pooled
     strategies at n = N - 1 from the pools) widens the cascade's escalation to the rest of the budget.
     """
     start = time.perf_counter()
@@ -327,59 +357,33 @@ def _artifact_levels(artifact: Any, t: pd.DataFrame, p: Any) -> np.ndarray | Non
 
 
 __all__ = ["BUDGETS", "CrossFit", "LAMBDAS", "cross_fit", "cross_fit_nested", "evaluate", "evaluate_as_is",
-           "evaluate_pair", "leave_one_pair_out", "load_probe_tables", "lopo_candidates", "lopo_split", "markdown"]
+           "evaluate_pair", "evaluate_snapshots", "leave_one_pair_out", "machine_info", "load_probe_tables", "lopo_candidates", "lopo_split", "markdown"]
 
 
-def _main(argv: list[str] | None = None) -> None:
-    """``python3 -m ttsopt.train.evaluate --data DIR... --trials T --probe-k 1 2 4 --json J --markdown M --plot P``:
-    the cross-fitted evaluation straight from snapshot folders (no router artifact needed; ``ttsopt
-    evaluate`` does the same from a router's settings)."""
-    import argparse
-    import json
+def machine_info() -> dict[str, Any]:
+    """The CPU, core count and load at the end of a run: every figure is recorded with the machine it came from."""
     import os
     import platform
 
-    from .table import load_training_table
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_end": os.getloadavg()}
 
-    ap = argparse.ArgumentParser(description="cross-fitted selector evaluation from snapshot folders")
-    ap.add_argument("--data", nargs="+", required=True)
-    ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--probe-k", type=int, nargs="*", default=[1, 2, 4])
-    ap.add_argument("--min-problems", type=int, default=MIN_PROBLEMS)
-    ap.add_argument("--no-lopo", action="store_true")
-    ap.add_argument("--tune-metric", default="cross_entropy", help="what Optuna minimises in each fold")
-    ap.add_argument("--json", dest="json_out")
-    ap.add_argument("--markdown", dest="markdown_out")
-    ap.add_argument("--plot", dest="plot_out", help="write the accuracy-against-compute figure as PNG")
-    args = ap.parse_args(argv)
-    table = load_training_table(args.data)
-    probes, missing = load_probe_tables(args.data, args.probe_k)
-    settings = TrainSettings(trials=args.trials, folds=args.folds, seed=args.seed, tune_metric=args.tune_metric)
-    start = time.perf_counter()
-    report = evaluate(table, settings, probe_tables=probes, min_problems=args.min_problems, lopo=not args.no_lopo,
-                      gates=load_gates(args.data), rest=load_rest(args.data),
-                      progress=lambda d, n: print(f"fit {d}/{n} ({time.perf_counter() - start:.0f} s)", flush=True))
+
+def evaluate_snapshots(folders: Sequence[str | Path], settings: TrainSettings, *, probe_k: Sequence[int] = (1, 2, 4),
+                       min_problems: int = MIN_PROBLEMS, lopo: bool = True,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The cross-fitted evaluation straight from snapshot folders (no router artifact needed), with the
+    probes, gates and rest-of-budget options those folders hold, the machine it ran on and the data."""
+    from ..fit.table import load_training_table
+
+    table = load_training_table(folders)
+    probes, missing = load_probe_tables(folders, probe_k)
+    report = evaluate(table, settings, probe_tables=probes, min_problems=min_problems, lopo=lopo,
+                      gates=load_gates(folders), rest=load_rest(folders), progress=progress)
     report["probe_missing"] = {str(k): v for k, v in missing.items()}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    report["machine"] = {"cpu": cpu, "cores": os.cpu_count(), "loadavg_end": os.getloadavg()}
-    report["data"] = [str(d) for d in args.data]
-    text = markdown(report)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(report, indent=1, default=float) + "\n")
-    if args.markdown_out:
-        with open(args.markdown_out, "w") as fh:
-            fh.write(text)
-    if args.plot_out:
-        from .plots import accuracy_vs_flops, to_png
-
-        with open(args.plot_out, "wb") as fh:
-            fh.write(to_png(accuracy_vs_flops(report)))
-    print(text)
-
-
-if __name__ == "__main__":
-    _main()
+    report["machine"] = machine_info()
+    report["data"] = [str(d) for d in folders]
+    return report

@@ -16,8 +16,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .table import fold_lists
-from .tuning import TrainSettings, predict, tune_and_fit
+from ..fit.pairs import _Pair, _pair_keys
+from ..fit.table import fold_lists
+from ..fit.tuning import TrainSettings, predict, tune_and_fit
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _folds_like(table: pd.DataFrame, fold_of_key: dict[str, int], n_folds: int) 
 
 def load_probe_tables(folders, ks=(1, 2, 4)) -> tuple[dict[int, pd.DataFrame], dict[int, str]]:
     """The training table with probe features per k, for the snapshots that have them; why not, per k, otherwise."""
-    from .table import load_training_table
+    from ..fit.table import load_training_table
 
     tables, missing = {}, {}
     for k in ks:
@@ -100,4 +101,20 @@ def load_probe_tables(folders, ks=(1, 2, 4)) -> tuple[dict[int, pd.DataFrame], d
     return tables, missing
 
 
-__all__ = ["CrossFit", "cross_fit", "cross_fit_nested", "load_probe_tables"]
+
+
+def _problem_features(p: _Pair, t: pd.DataFrame, cf: CrossFit) -> list[np.ndarray]:
+    """Per fold, the pair's per-problem online inputs (text statistics, that fold's PCA of the embedding)."""
+    from ttsopt.selector.features import TEXT_COLUMNS
+
+    policy, prm = _pair_keys(t, p.name)
+    rows = t[(t["policy"] == policy) & (t["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
+    rows = rows.loc[p.extra["problem_ids"]]
+    out = []
+    for pipe in cf.pipelines:
+        x = pipe.transform(rows.reset_index())
+        cols = [c for c in x.columns if c in TEXT_COLUMNS or c.startswith("emb_")]
+        out.append(x[cols].to_numpy(dtype=float))
+    return out
+
+__all__ = ["CrossFit", "_problem_features", "cross_fit", "cross_fit_nested", "load_probe_tables"]

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .eval_pairs import BUDGETS, _Pair
+from ..fit.pairs import BUDGETS, _Pair
+from .rule import _Rule
 
 #: Curve methods tried per fold: isotonic in predicted difficulty, or means over q quantile bins of it.
 #: ``"level"`` (means per level predicted from the text: the per-level rule with a learned level) may
@@ -231,14 +232,12 @@ def difficulty_quality(fit: DifficultyFit, target: np.ndarray, levels: np.ndarra
 
 
 def difficulty_rules(p: _Pair, features: list[np.ndarray], seed: int = 0) -> tuple[list[Any], dict[str, Any]]:
-    """The two rules for :func:`ttsopt.train.rules._rules`: the curves alone, and blended with LightGBM.
+    """The two rules for :func:`ttsopt.train.evaluation.rules._rules`: the curves alone, and blended with LightGBM.
 
     Both are ``pred`` rules over the cross-fitted scores, with each problem's expected tokens at
     its predicted difficulty as the compute-axis cost. The fits' quality and knobs go to
     ``p.extra['difficulty_rule']`` (reported per pair).
     """
-    from .rules import _Rule
-
     target = np.asarray(p.extra["pass_at_1"], dtype=float)
     plain = fit_difficulty_rule(p, features, target, seed=seed)
     blend = fit_difficulty_rule(p, features, target, alphas=BLEND_ALPHAS, seed=seed)

@@ -1,8 +1,8 @@
 """The offline sweep: every strategy x budget x (policy, PRM) pair over a problem set.
 
-``run_sweep`` plans the units (``train/units.py``), skips those the store has, and runs the
+``run_sweep`` plans the units (``train/sweep/units.py``), skips those the store has, and runs the
 rest on the local executor (one ``ChunkWorker`` per policy, in this process) or on Ray
-(``train/ray_executor.py``). Either way only driver processes write the store; several
+(``train/sweep/ray_executor.py``). Either way only driver processes write the store; several
 drivers on one store lease units so that none is computed twice.
 """
 
@@ -18,13 +18,22 @@ from ttsopt.data.files import atomic_path
 from ttsopt.search.engines.llamacpp_engine import default_threads
 
 from .config import SweepConfig
-from .store import OutcomeStore, lease_owner
-from .units import (ChunkWorker, Unit, check_chunks, chunk_jobs, chunks, plan_units, progress_group, progress_groups,
-                    take_job)
+from .store import OutcomeStore, claim_models, commit_new, lease_owner
+from .units import (
+    ChunkWorker,
+    Unit,
+    check_chunks,
+    chunk_jobs,
+    chunks,
+    plan_units,
+    progress_group,
+    progress_groups,
+    take_job,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["commit_new", "copy_missing_cot_rows", "plan_sweep", "run_sweep", "write_problem_features"]
+__all__ = ["copy_missing_cot_rows", "plan_sweep", "run_sweep", "write_problem_features"]
 
 
 def run_sweep(cfg: SweepConfig, store: OutcomeStore, problems: Sequence[Problem], *,
@@ -150,16 +159,6 @@ def _sync_progress(progress: Any, plans: dict[str, list[Unit]], store: OutcomeSt
             update(name, sum(1 for u in units if progress_group(u) == name and u.key in done))
 
 
-def commit_new(store: OutcomeStore, key: str, rows: dict[str, list[dict]]) -> bool:
-    """Commit a computed unit unless another driver on the store committed it meanwhile
-    (two drivers given overlapping work): theirs is kept, this one's dropped with a warning,
-    and the sweep goes on rather than dying on the store's unique key."""
-    if store.commit_unit(key, **rows, exist_ok=True):
-        return True
-    log.warning("unit %s was committed by another driver of this store meanwhile; kept theirs", key)
-    return False
-
-
 def _prms_by_policy(cfg: SweepConfig, only_pairs: Sequence[str] | None = None) -> dict[str, list[str]]:
     known = [pair.name for pair in cfg.pairs]
     unknown = sorted(set(only_pairs or ()) - set(known))
@@ -225,12 +224,6 @@ def claim_config(store: OutcomeStore, cfg: SweepConfig) -> None:
     store.claim("config_fingerprint", cfg.fingerprint(), what="the sweep's configuration (fingerprint)")
     store.claim("config_fields", json.dumps(cfg.fingerprint_fields(), sort_keys=True),
                 what="the sweep's configuration")
-
-
-def claim_models(store: OutcomeStore, fingerprints: dict[str, str]) -> None:
-    """Each model's fingerprint (name, parameters, rendered prompt): a changed prompt or model is refused."""
-    for key, value in fingerprints.items():
-        store.claim(key, value, what=f"the model behind {key}")
 
 
 def write_problem_features(problems: Sequence[Problem], out_dir, *, embeddings: bool = True):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ttsopt.selector.decide import penalized
 
-from .eval_pairs import _argmax_cheapest, _Pair
+from ..fit.pairs import _argmax_cheapest, _Pair
 from .metrics import compute_multiplier, hull_area
 
 LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
@@ -46,7 +46,7 @@ def _curves(p: _Pair) -> dict[str, Any]:
                           "flops": float(p.flops[idx, chosen].mean())})
         level_problems.append((p.label[idx, chosen], p.flops[idx, chosen]))
     # the per-problem points of the per-level rule and of the fixed strategies, for the paired AIQ
-    # bootstrap of rules evaluated later (train/cascade.py); not part of the JSON report
+    # bootstrap of rules evaluated later (train/fit/cascade.py); not part of the JSON report
     p.extra["curve_problems"] = {
         "per_level_rule": (np.stack([a for a, _ in level_problems]), np.stack([f for _, f in level_problems])),
         "fixed": (p.label.T, p.flops.T)}

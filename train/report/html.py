@@ -4,7 +4,7 @@ The page has no external reference (no script, stylesheet or image link): every 
 inline base64 PNG, so the file can be mailed, attached to an issue or opened offline. The same
 PNGs are written next to it under ``figures/`` for READMEs and slides.
 
-If no evaluation is given, the cross-fitted evaluation of ``train/evaluate.py`` runs (with few
+If no evaluation is given, the cross-fitted evaluation of ``train/evaluation/evaluate.py`` runs (with few
 Optuna trials per fold, say ``trials``) and is saved as ``eval.json`` beside the page; data the
 router never saw is evaluated as it is, as ``ttsopt evaluate`` does.
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 PAGE = "index.html"
@@ -40,8 +39,8 @@ def run_evaluation(artifact: Any, table: pd.DataFrame, *, trials: int = 2, folds
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The evaluation ``ttsopt evaluate`` would run: cross-fitted on the router's own training questions,
     as-is on questions it never saw; a mix of both is refused (it would be neither)."""
-    from .evaluate import evaluate, evaluate_as_is
-    from .tuning import TrainSettings
+    from ..evaluation.evaluate import evaluate, evaluate_as_is
+    from ..fit.tuning import TrainSettings
 
     settings = TrainSettings(**artifact.manifest["settings"])
     settings.trials = trials
@@ -248,8 +247,8 @@ def build_report(router: str | Path, data: Sequence[str | Path], out: str | Path
     from ttsopt.data.files import atomic_write_bytes, atomic_write_text
     from ttsopt.selector.artifact import load_artifact
 
+    from ..fit.table import load_training_table
     from .explain import global_importance
-    from .table import load_training_table
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from. A snapshot folder holds:
 - ``probe_features.parquet``: the ``probe_*`` columns per (policy, PRM, problem, k), derived
   from the probe shards by the code the online router runs (``selector/probe.py``);
 - ``features.parquet``: the per-problem text statistics and raw embeddings the sweep wrote
-  next to its store (``train/sweep.py`` ``write_problem_features``), copied in when given.
+  next to its store (``train/sweep/driver.py`` ``write_problem_features``), copied in when given.
 
 :func:`import_snapshot` writes every unit of a snapshot into a store (those the store has are
 skipped), so ``ttsopt sweep CONFIG --from DIR`` resumes on another machine without redoing
@@ -111,7 +111,6 @@ def export_snapshot(store: OutcomeStore, folder: str | Path, *, name: str | None
 
 def read_table(folder: str | Path, table: str):
     """One table of a snapshot, all shards concatenated (JSON columns as text)."""
-    import pandas as pd
 
     if table not in TABLES:
         raise ValueError(f"unknown snapshot table {table!r}; expected one of {TABLES}")
@@ -190,6 +189,20 @@ def _problems_of(frame) -> Iterable:
             raise StoreMismatchError(f"problem {problem.id}: stored question key {row['question_key']} is not "
                                      f"the key of its text ({problem.key}); the snapshot was edited")
         yield problem
+
+
+def read_outcomes(path: str | Path):
+    """Outcome rows of a store (.sqlite), an exported .parquet file or a snapshot folder, as a DataFrame."""
+    path = Path(path)
+    if path.is_dir():
+        return read_table(path, "outcomes").drop(columns=["candidates", "trace"], errors="ignore")
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path)
+    with OutcomeStore(path) as store:
+        return store.outcomes()
+
 
 
 def probe_feature_table(probes):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ttsopt.selector.decide import allocate, for_target
 
-from .eval_pairs import _fixed_choice, _Pair
+from ..fit.pairs import _fixed_choice, _Pair
 from .metrics import paired_bootstrap
 
 TARGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

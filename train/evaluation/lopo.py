@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .eval_pairs import BUDGETS, MIN_PROBLEMS, _argmax_cheapest, _fixed_choice, _pairs
+from ..fit.pairs import BUDGETS, MIN_PROBLEMS, _argmax_cheapest, _fixed_choice, _pairs
+from ..fit.tuning import TrainSettings, predict, tune_and_fit
 from .metrics import brier, gap_recovered, paired_bootstrap
-from .tuning import TrainSettings, predict, tune_and_fit
 
 LOPO_CALIBRATION = 20
 

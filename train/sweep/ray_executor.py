@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .config import SweepConfig
-from .store import OutcomeStore
+from .store import OutcomeStore, claim_models, commit_new
 from .units import ChunkJob, ChunkWorker, progress_group
 
 
@@ -43,7 +43,6 @@ def run_ray(cfg: SweepConfig, store: OutcomeStore, jobs: dict[str, list[ChunkJob
             continue
         n_actors = max(1, min(int(options.get("actors") or 1), len(policy_jobs)))
         actors = [actor_cls.remote(cfg, policy, by_policy[policy]) for _ in range(n_actors)]
-        from .sweep import claim_models, commit_new
 
         for fingerprints in ray.get([a.fingerprints.remote() for a in actors]):
             claim_models(store, fingerprints)

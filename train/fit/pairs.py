@@ -9,15 +9,12 @@ strategy on a set of training problems, the paper's rule and the per-method shar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ttsopt.search.pairs import Pair
-
-if TYPE_CHECKING:
-    from .crossfit import CrossFit
 
 BUDGETS = (1, 2, 4, 8, 16)
 #: Pairs with fewer complete problems train the models but are not evaluated.
@@ -98,21 +95,6 @@ def _shares(p: _Pair, pick: np.ndarray) -> dict[str, float]:
     for i in pick:
         out[methods[i]] = out.get(methods[i], 0.0) + 1 / len(pick)
     return dict(sorted(out.items()))
-
-
-def _problem_features(p: _Pair, t: pd.DataFrame, cf: CrossFit) -> list[np.ndarray]:
-    """Per fold, the pair's per-problem online inputs (text statistics, that fold's PCA of the embedding)."""
-    from ttsopt.selector.features import TEXT_COLUMNS
-
-    policy, prm = _pair_keys(t, p.name)
-    rows = t[(t["policy"] == policy) & (t["prm"] == prm)].drop_duplicates("problem_id").set_index("problem_id")
-    rows = rows.loc[p.extra["problem_ids"]]
-    out = []
-    for pipe in cf.pipelines:
-        x = pipe.transform(rows.reset_index())
-        cols = [c for c in x.columns if c in TEXT_COLUMNS or c.startswith("emb_")]
-        out.append(x[cols].to_numpy(dtype=float))
-    return out
 
 
 def _pair_keys(t: pd.DataFrame, name: str) -> tuple[str, str]:

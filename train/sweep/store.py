@@ -15,6 +15,7 @@ either wholly present or wholly absent and redoes only the absent ones.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from ttsopt.data.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 # 2 added outcomes.engine. 3: tree runs have replicas (outcomes.replica, in the key), rows carry
@@ -378,16 +381,18 @@ class OutcomeStore:
         return path
 
 
-def read_outcomes(path: str | Path):
-    """Outcome rows of a store (.sqlite), an exported .parquet file or a snapshot folder, as a DataFrame."""
-    path = Path(path)
-    if path.is_dir():
-        from .snapshot import read_table
+def commit_new(store: OutcomeStore, key: str, rows: dict[str, list[dict]]) -> bool:
+    """Commit a computed unit unless another driver on the store committed it meanwhile
+    (two drivers given overlapping work): theirs is kept, this one's dropped with a warning,
+    and the sweep goes on rather than dying on the store's unique key."""
+    if store.commit_unit(key, **rows, exist_ok=True):
+        return True
+    log.warning("unit %s was committed by another driver of this store meanwhile; kept theirs", key)
+    return False
 
-        return read_table(path, "outcomes").drop(columns=["candidates", "trace"], errors="ignore")
-    if path.suffix == ".parquet":
-        import pandas as pd
 
-        return pd.read_parquet(path)
-    with OutcomeStore(path) as store:
-        return store.outcomes()
+def claim_models(store: OutcomeStore, fingerprints: dict[str, str]) -> None:
+    """Each model's fingerprint (name, parameters, rendered prompt): a changed prompt or model is refused."""
+    for key, value in fingerprints.items():
+        store.claim(key, value, what=f"the model behind {key}")
+

@@ -4,7 +4,7 @@ Why: the verify-first cascade (:mod:`.cascade`) spends one of its N generations 
 CoT, so at N = 16 the escalation may use 15; the sweep's budgets are 1, 2, 4, 8, 16, and without
 these rows the cascade could only escalate to 8, throwing away half of what it may spend.
 Pooled Best-of-N and majority at any n are estimated from the pools the sweep already stored,
-exactly as the sweep estimates its own budgets (:func:`~ttsopt.train.pooled.estimate_budgets`, the
+exactly as the sweep estimates its own budgets (:func:`~ttsopt.train.sweep.pooled.estimate_budgets`, the
 config's rules and ``n_subsets``, the same subset seed, the same compute measure), so a derived
 row is what the sweep would have written had its budget list held that n. Tree methods (beam,
 DVTS) cannot be derived this way and get no such rows.
@@ -35,9 +35,9 @@ def rest_of_budget(folder: str | Path, ns: Sequence[int] = REST_NS) -> pd.DataFr
     from ttsopt.search.result import Candidate
     from ttsopt.search.types import split_steps
 
-    from .config import SweepConfig
-    from .pooled import PoolItem, estimate_budgets
-    from .snapshot import read_manifest, read_table
+    from ..sweep.config import SweepConfig
+    from ..sweep.pooled import PoolItem, estimate_budgets
+    from ..sweep.snapshot import read_manifest, read_table
 
     folder = Path(folder)
     fields = read_manifest(folder)["config_fields"]
@@ -73,8 +73,8 @@ def rest_of_budget(folder: str | Path, ns: Sequence[int] = REST_NS) -> pd.DataFr
 
 def _parameters(folder: Path) -> dict[tuple[str, str], tuple[float, float]]:
     """(policy, PRM) -> (policy parameters, PRM parameters), read back from the FLOPs the sweep charged."""
+    from ..sweep.snapshot import read_table
     from .labels import strategy_labels
-    from .snapshot import read_table
     from .table import _pair_params
 
     return {(r.policy, r.prm): (float(r.policy_params), float(r.prm_params))

@@ -340,7 +340,7 @@ def explain(router: str | Path | Any, data: Sequence[str | Path] = (), *, table:
     if problem is not None and question is not None:
         raise ValueError("give a problem id or a question, not both")
     if table is None and data:
-        from .table import load_training_table
+        from ..fit.table import load_training_table
 
         table = load_training_table(list(data), probe_k=artifact.manifest["settings"].get("probe_k"))
     out: dict[str, Any] = {"router": str(router) if isinstance(router, (str, Path)) else None,

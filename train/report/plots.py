@@ -1,8 +1,8 @@
 """The report's figures: one function per figure, each returning a matplotlib Figure (Agg backend).
 
-Inputs are plain data: the training table (``train/table.py``), the evaluation dict
-(``eval.json``, ``train/evaluate.py``), the router's decisions and the importance summary
-(``train/explain.py``). Every figure names its axes with units, the pair in each panel's title
+Inputs are plain data: the training table (``train/fit/table.py``), the evaluation dict
+(``eval.json``, ``train/evaluation/evaluate.py``), the router's decisions and the importance summary
+(``train/report/explain.py``). Every figure names its axes with units, the pair in each panel's title
 and the number of problems behind it; methods keep one colour everywhere (:data:`METHOD_COLORS`).
 Panels whose data is missing (an as-is evaluation has no compute curve) are left out rather
 than drawn empty.
@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .cascade import default_variant  # noqa: E402
+from ..evaluation.cascade import default_variant  # noqa: E402
 
 METHODS = ("cot", "majority", "best_of_n", "beam", "dvts")
 METHOD_LABELS = {"cot": "CoT", "majority": "majority vote", "best_of_n": "Best-of-N", "beam": "beam search",
@@ -184,7 +184,7 @@ def accuracy_by_budget(table: pd.DataFrame) -> Figure:
 def accuracy_vs_flops(evaluation: dict[str, Any], *, problems: dict[str, int] | None = None) -> Figure:
     """Per pair: every fixed strategy as a point, the router's and the per-level rule's curves over the
     compute penalty λ, the oracle's, and the non-decreasing hull of the fixed strategies (log FLOPs)."""
-    from .metrics import nondecreasing_hull
+    from ..evaluation.metrics import nondecreasing_hull
 
     pairs = [(name, p["curve"]) for name, p in evaluation.get("pairs", {}).items() if p.get("curve")]
     fig, axes = _grid(len(pairs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .eval_pairs import BUDGETS
+from ..fit.pairs import BUDGETS
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -88,7 +88,7 @@ def _aiq_ci(curve: dict[str, Any], other: str) -> str:
 
 
 def _cascade_markdown(report: dict[str, Any]) -> list[str]:
-    """The verify-first cascade (train/cascade.py) per pair: at each N, then on the compute axis."""
+    """The verify-first cascade (train/fit/cascade.py) per pair: at each N, then on the compute axis."""
     as_is = [(name, n, b) for name, p in report["pairs"].items() for n, b in p["budgets"].items()
              if any(k.startswith("cascade_") for k in b)]
     if as_is:  # a saved router's fitted cascade on data it never saw
@@ -128,7 +128,7 @@ def _cascade_markdown(report: dict[str, Any]) -> list[str]:
     with_rest = [f"{name} N = {n}: {b['best_fixed_with_rest']:.3f}" for name, c in pairs.items()
                  for n, b in c["plain"]["budgets"].items() if "best_fixed_with_rest" in b]
     if with_rest:
-        lines += ["", "The escalation may use pooled strategies at n = N - 1 (train/rest.py); the best fixed strategy "
+        lines += ["", "The escalation may use pooled strategies at n = N - 1 (train/fit/rest.py); the best fixed strategy "
                   "chosen on the training folds with those added to the catalogue: " + "; ".join(with_rest)]
     lines += ["", "| pair | variant | mean gap recovered (N = 1–16) | never significantly below best fixed | issue target | "
               "AIQ | AIQ − per-level rule [95% CI] | AIQ − fixed [95% CI] | compute × at best-fixed accuracy | "

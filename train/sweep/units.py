@@ -6,7 +6,7 @@ Work is cut into *units* that are computed, then committed in one transaction ea
 1. ``pool``: N_max = max(budgets) samples per problem from the policy, shared by every
    PRM of that policy. Its Pass@1 is the problem's difficulty for that policy.
 2. ``score``: one PRM scores the pool; every pooled budget (majority, Best-of-N rules)
-   is estimated on subsets of it (``train/pooled.py``).
+   is estimated on subsets of it (``train/sweep/pooled.py``).
 3. ``cot``: one greedy solution per problem (no PRM; recorded for every pair).
 4. ``probe`` (when the config has ``probe``): k samples per problem with the probe's own
    seed, shared by every PRM; ``probe_score``: one PRM scores them (``selector/probe.py``).
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ttsopt.data import Problem, is_equivalent
 from ttsopt.search.aggregate import extract
@@ -35,7 +35,6 @@ from ttsopt.search.result import Candidate
 from ttsopt.search.run import run_search
 from ttsopt.search.strategy import Strategy
 from ttsopt.search.types import PRM, Policy, SamplingParams, split_steps
-
 from ttsopt.selector.probe import Probe, probe_seed, sample_probe, score_probe
 
 from .config import SweepConfig

@@ -45,7 +45,6 @@ from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
 from ttsopt.search.registry import ENGINES
 from ttsopt.search.strategy import AGGREGATIONS, METHODS, VOTES, Strategy
 
-
 ORDERS = ("as_loaded", "interleave_levels", "interleave_kinds")
 
 #: Bumped whenever the meaning of a stored row changes without a config change.

@@ -1,7 +1,7 @@
 """The selector's training table: one row per (pair, problem, strategy), with only online inputs.
 
 Built from one or more snapshot folders: the label is the mean accuracy over a strategy's
-runs (``train/labels.py``), the inputs are what a router can compute for a new question
+runs (``train/fit/labels.py``), the inputs are what a router can compute for a new question
 before it chooses (text statistics, the question's embedding, optionally a probe's columns)
 plus descriptors of the pair and the strategy. Columns a snapshot marks as oracle
 (``pass_at_1``, ``difficulty``, ``level``, ``kind``) ride along for evaluation only and are
@@ -25,8 +25,9 @@ from ttsopt.selector.pipeline import PROBE_FEATURES
 from ttsopt.selector.probe import PROBE_COST_COLUMNS
 from ttsopt.selector.rows import pair_columns, strategy_columns
 
+from ..sweep.snapshot import read_manifest, read_table
 from .labels import strategy_labels
-from .snapshot import read_manifest, read_table
+
 
 def _pair_params(labels: pd.DataFrame) -> pd.DataFrame:
     """Parameter counts per pair, read back from the FLOPs (2 x params x tokens) the sweep recorded."""

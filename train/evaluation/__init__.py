@@ -1,0 +1,1 @@
+"""The honest comparison: cross-fitting grouped by question, baselines and hand rules, curves on the compute axis, allocation, leave-one-pair-out, metrics and the markdown tables of `ttsopt evaluate`."""

@@ -1,0 +1,1 @@
+"""What a person reads: `ttsopt explain`, the plots and the HTML report."""
