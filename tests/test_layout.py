@@ -143,3 +143,11 @@ def test_the_graph_sees_relative_and_function_level_imports():
     graph = _graph()
     assert "ttsopt.train.fit.pairs" in graph["ttsopt.train.fit.cascade"]  # relative, at the top
     assert "ttsopt.train.sweep.snapshot" in graph["ttsopt.train.fit.cascade"]
+
+
+def test_every_subpackage_is_listed_in_pyproject_so_a_wheel_ships_it():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert packages - listed == set()
