@@ -42,7 +42,9 @@ def run_search(
     every model call is batched across all problems. ``progress(done, total)`` is
     called after each chunk. Seeds for every call derive from ``seed``, the chunk and
     the depth, so the same arguments (and chunking) reproduce the same run on the same
-    backend. ``temperature`` does not apply to ``cot``, which is greedy.
+    backend. ``temperature`` does not apply to ``cot``, which is greedy. The adaptive methods
+    (``majority_stop``, ``bon_verified``) draw in rounds and may stop before ``strategy.n``
+    samples; each result's ``trace`` says how many it drew and why it stopped.
     """
     problems = list(problems)
     if isinstance(strategy, str):

@@ -17,13 +17,17 @@ from .calls import Ledger, Outcome, Settings
 
 
 def sample_candidates(
-    ledger: Ledger, prompts: Sequence[str], n: int, temperature: float, settings: Settings
+    ledger: Ledger, prompts: Sequence[str], n: int, temperature: float, settings: Settings, *,
+    owners: Sequence[int] | None = None, call: int = 0,
 ) -> list[list[Candidate]]:
-    """``n`` full solutions per prompt (one prompt per problem), unscored."""
+    """``n`` full solutions per prompt (one prompt per problem), unscored.
+
+    ``owners[i]`` is the problem of ``prompts[i]`` (default: the i-th); ``call`` numbers the
+    chunk's generate calls for their seeds (the adaptive methods draw in several rounds)."""
     params = SamplingParams(
-        n=n, temperature=temperature, max_tokens=settings.max_tokens, seed=ledger.seed_for(0)
+        n=n, temperature=temperature, max_tokens=settings.max_tokens, seed=ledger.seed_for(call)
     )
-    gens = ledger.generate(range(len(prompts)), prompts, params)
+    gens = ledger.generate(range(len(prompts)) if owners is None else owners, prompts, params)
     return [
         [
             Candidate(
@@ -37,22 +41,24 @@ def sample_candidates(
 
 
 def score_candidates(
-    ledger: Ledger, questions: Sequence[str], pools: Sequence[Sequence[Candidate]], agg: str
+    ledger: Ledger, questions: Sequence[str], pools: Sequence[Sequence[Candidate]], agg: str, *,
+    owners: Sequence[int] | None = None,
 ) -> None:
     """Fill ``step_scores`` and ``score`` of every candidate with one PRM call for all problems.
 
-    A candidate with no steps (empty text) is not sent; it scores 0.0 (no evidence).
+    ``owners[i]`` is the problem of ``pools[i]`` (default: the i-th). A candidate with no
+    steps (empty text) is not sent; it scores 0.0 (no evidence).
     """
-    owners, items, targets = [], [], []
-    for p, (question, pool) in enumerate(zip(questions, pools)):
+    items, targets, by = [], [], []
+    for p, question, pool in zip(range(len(pools)) if owners is None else owners, questions, pools):
         for cand in pool:
             if cand.steps:
-                owners.append(p)
+                by.append(p)
                 items.append((question, cand.steps))
                 targets.append(cand)
             else:
                 cand.step_scores, cand.score = [], aggregate_scores([], agg)
-    for cand, result in zip(targets, ledger.score(owners, items)):
+    for cand, result in zip(targets, ledger.score(by, items)):
         cand.step_scores = list(result.scores)
         cand.score = aggregate_scores(cand.step_scores, agg)
 
