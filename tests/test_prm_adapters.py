@@ -526,3 +526,45 @@ def test_real_tokenizer_and_model_smollm2():
     skywork.batch_size = 1
     for item, b in zip(ITEMS, batched):
         assert b.scores == pytest.approx(skywork.score([item])[0].scores, abs=1e-4)
+
+
+# ------------------------------------------------------------------ the shared skeleton (hf_common.HFPRM)
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_is_the_one_skeleton_and_refuses_an_unknown_option(family, tok, llama3_tok):
+    from ttsopt.search.prm.hf_common import HFPRM
+
+    prm = build(family, tok, llama3_tok, batch_size=2, max_length=512, truncation="left")
+    assert isinstance(prm, HFPRM) and prm.FAMILY == family
+    assert (prm.batch_size, prm.max_length, prm.truncation) == (2, 512, "left")
+    assert prm.num_parameters == sum(p.numel() for p in prm.model.parameters()) and not prm.model.training
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'no_such_option'"):
+        build(family, tok, llama3_tok, no_such_option=1)
+    with pytest.raises(TypeError, match="trust_remote_code"):  # a loading option means nothing to from_model
+        build(family, tok, llama3_tok, trust_remote_code=True)
+
+
+def test_format_options_reach_the_format_through_both_constructors(tmp_path, tok):
+    model = tiny_mistral(len(tok), seed=9)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = load_prm(f"math-shepherd:{tmp_path}", dtype="float32", step_prefix=False, batch_size=3)
+    wrapped = MathShepherdPRM.from_model(model, tok, step_prefix=False)
+    assert loaded.step_prefix is False and wrapped.step_prefix is False and loaded.batch_size == 3
+    assert "Step 1:" not in tok.decode(loaded.encode("Q?", ["a", "b"]).input_ids)
+    assert loaded.score(ITEMS[:1])[0].scores == pytest.approx(wrapped.score(ITEMS[:1])[0].scores, abs=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):  # checked before any weight is read
+        MathShepherdPRM(str(tmp_path / "missing"), batch_size=0)
+
+
+def test_the_default_name_is_the_family_and_the_checkpoint(tok, llama3_tok):
+    model = tiny_value_model(len(tok))
+    model.model.config._name_or_path = "org/base"
+    assert SkyworkPRM.from_model(model, tok).name == "skywork:org/base"  # the base model's config names it
+    assert SkyworkPRM.from_model(model, tok, name="mine").name == "mine"
+    with pytest.raises(TypeError, match="ValueHeadModel"):
+        SkyworkPRM.from_model(model.model, tok)
+    plain = build_tiny_tokenizer(SPECIALS)
+    plain.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        RLHFlowPRM.from_model(build_tiny_llama(len(plain)), plain)

@@ -14,6 +14,7 @@ from fakes import LevelPolicy
 
 from ttsopt.data import Problem
 from ttsopt.search.registry import load_prm
+from ttsopt.selector.artifact import write_manifest
 from ttsopt.selector.router import Budget, Router, RouterError
 
 Q = "What is 12 + 30?"
@@ -252,7 +253,7 @@ def test_unknown_pair_and_a_multi_pair_router(tmp_path):
         Router.load(router.path, pair="x+calc", policy=rf.ScriptedPolicy(), prm=load_prm("calc"))
     manifest = json.loads((router.path / "manifest.json").read_text())
     manifest["catalogue"]["other+calc"] = manifest["catalogue"]["scripted+calc"]
-    (router.path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(router.path, manifest)  # re-sealed: an edited manifest is refused by its digest
     with pytest.raises(RouterError, match="2 pairs.*other\\+calc"):
         Router.load(router.path)
 
@@ -303,7 +304,7 @@ def test_an_artifact_without_search_settings_routes_but_cannot_solve(tmp_path):
     router = rf.tiny_router(tmp_path, probe=False, name="old")
     manifest = json.loads((router.path / "manifest.json").read_text())
     del manifest["search"]
-    (router.path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(router.path, manifest)  # re-sealed: an edited manifest is refused by its digest
     old = Router.load(router.path, policy=rf.ScriptedPolicy(), prm=load_prm("calc"), encoder=rf.fake_encoder)
     assert old.route(Q, Budget(n=4)).strategy is not None
     with pytest.raises(RouterError, match="does not record how pair scripted\\+calc's searches ran.*retrain"):

@@ -1,9 +1,10 @@
-"""What the transformers PRM adapters share: input checks, length limits, batching.
+"""What the transformers PRM adapters share: the adapter skeleton, input checks, length limits, batching.
 
-Each family only says how one (question, steps) pair becomes token ids plus one
-*scoring position* per step (:class:`Encoded`), and how a padded batch becomes one
-score per requested position. Everything else lives here, so that the four families
-treat long inputs, padding and token counts the same way:
+Each family (a subclass of :class:`HFPRM`) only says how its checkpoint loads, how one
+(question, steps) pair becomes token ids plus one *scoring position* per step
+(:class:`Encoded`), and how a padded batch becomes one score per requested position.
+Everything else lives here, so that the four families are built, wrapped and scored the
+same way and treat long inputs, padding and token counts alike:
 
 * Steps arrive as the policy's raw strings; they are stripped (the step delimiter is
   the policy's, every family brings its own separator).
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from ..types import StepScores
 
@@ -179,6 +180,102 @@ def score_batched(
     return results
 
 
+# ---------------------------------------------------------------- the adapter skeleton
+
+class HFPRM:
+    """The skeleton of a transformers PRM adapter: load a checkpoint (``__init__``) or wrap a loaded
+    model (:meth:`from_model`), then :meth:`score` in batches (:func:`score_batched`).
+
+    A family sets :attr:`FAMILY` (the spec prefix and the name's), :attr:`OPTIONS` (its own format
+    options and their defaults, accepted by both constructors), :attr:`LOAD_OPTIONS` (options of
+    loading only, e.g. ``trust_remote_code``), and implements :meth:`encode` and :meth:`_forward`;
+    where the defaults do not fit, :meth:`load` (default: a causal LM and its tokenizer),
+    :meth:`_check_model` (refuse a model or tokenizer the format cannot use) and :meth:`_configure`
+    (set up the format from the options, once the shared attributes are set).
+    """
+
+    FAMILY: str = ""
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    LOAD_OPTIONS: ClassVar[dict[str, Any]] = {}
+    # set by :func:`attach`
+    model: Any
+    tokenizer: Any
+    name: str
+    num_parameters: int
+    batch_size: int
+    max_length: int
+    truncation: str
+
+    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
+                 max_length: int = 4096, truncation: str = "error", **options: Any):
+        """Load ``model`` (a folder or hub name) on ``device`` in ``dtype``; ``options``: the family's
+        :attr:`OPTIONS` and :attr:`LOAD_OPTIONS`."""
+        loading, fmt = self._options(options, loading=True)
+        check_options(batch_size, max_length, truncation)  # before any weight is read
+        lm, tokenizer = self.load(model, device=device, dtype=dtype, **loading)
+        self._setup(lm, tokenizer, name=f"{self.FAMILY}:{model}", batch_size=batch_size, max_length=max_length,
+                    truncation=truncation, **fmt)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, name: str | None = None, batch_size: int = 8, max_length: int = 4096,
+                   truncation: str = "error", **options: Any):
+        """Wrap an already-loaded model and its tokenizer (tests, custom loading); ``options``: the
+        family's :attr:`OPTIONS`."""
+        _, fmt = cls._options(options, loading=False)
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, name=name or model_label(cls.FAMILY, cls._label_model(model)),
+                    batch_size=batch_size, max_length=max_length, truncation=truncation, **fmt)
+        return self
+
+    @classmethod
+    def _options(cls, options: dict[str, Any], *, loading: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(loading options, format options), each with its defaults; an unknown name is a TypeError."""
+        known = {**cls.OPTIONS, **(cls.LOAD_OPTIONS if loading else {})}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                            f"its options are {', '.join(sorted(known)) or 'none'}")
+        loads = {k: options.get(k, v) for k, v in cls.LOAD_OPTIONS.items()} if loading else {}
+        return loads, {k: options.get(k, v) for k, v in cls.OPTIONS.items()}
+
+    @classmethod
+    def load(cls, model: str, *, device: str, dtype: str, **options: Any) -> tuple[Any, Any]:
+        """(model, tokenizer) of a checkpoint: by default a causal LM (``load_causal_lm``)."""
+        from ..engines.models import load_causal_lm
+
+        return load_causal_lm(model, device=device, dtype=dtype)
+
+    @classmethod
+    def _label_model(cls, model):
+        """The module whose config names the checkpoint (for the default ``name``)."""
+        return model
+
+    def _setup(self, model, tokenizer, *, name: str, batch_size: int, max_length: int, truncation: str,
+               **options: Any) -> None:
+        self._check_model(model, tokenizer, name)
+        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
+        self._configure(**options)
+
+    def _check_model(self, model, tokenizer, name: str) -> None:
+        """Refuse a model or tokenizer this format cannot use (before anything is set)."""
+
+    def _configure(self, **options: Any) -> None:
+        """Set up the format from its options (the model, tokenizer and sizes are set)."""
+
+    def encode(self, question: str, steps: list[str], first_step: int = 0) -> Encoded:
+        raise NotImplementedError
+
+    def _forward(self, input_ids, attention_mask, rows: list[int], cols: list[int]):
+        raise NotImplementedError
+
+    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """One score in [0, 1] per step of each (question, steps) pair; see the module docstring for long
+        inputs."""
+        return score_batched(items, encode=self.encode, forward=self._forward, batch_size=self.batch_size,
+                             max_length=self.max_length, truncation=self.truncation,
+                             pad_id=pad_id_of(self.tokenizer), device=model_device(self.model), name=self.name)
+
+
 # ---------------------------------------------------------------- text formats
 
 #: Private-use code points: no question or step contains them, and no chat template trims them.
@@ -324,6 +421,7 @@ def model_label(family: str, model) -> str:
 
 
 __all__ = [
-    "Encoded", "InputTooLongError", "TRUNCATION_MODES", "check_options", "clean_item", "encode_marked_text", "fit",
-    "index_tensors", "lm_candidate_probs", "load_tokenizer", "render_with_markers", "score_batched", "single_token_id",
+    "HFPRM", "TRUNCATION_MODES", "Encoded", "InputTooLongError", "check_options", "clean_item", "encode_marked_text",
+    "fit", "index_tensors", "lm_candidate_probs", "load_tokenizer", "render_with_markers", "score_batched",
+    "single_token_id",
 ]

@@ -14,21 +14,14 @@ do not, so the prefix is added unless a step already starts with one (``step_pre
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
-from ..types import StepScores
 from .hf_common import (
-    attach,
+    HFPRM,
     Encoded,
-    check_options,
-    count_parameters,
     encode_marked_text,
     lm_candidate_probs,
-    model_device,
-    model_label,
-    pad_id_of,
     render_with_markers,
-    score_batched,
     single_token_id,
 )
 
@@ -50,39 +43,22 @@ def render_math_shepherd(question: str, steps: Sequence[str], markers: Sequence[
     return f"{question} " + "\n".join(lines)
 
 
-class MathShepherdPRM:
-    """Math-Shepherd-style PRM over any causal LM trained with the ``ки`` step tag."""
+class MathShepherdPRM(HFPRM):
+    """Math-Shepherd-style PRM over any causal LM trained with the ``ки`` step tag.
 
-    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
-                 max_length: int = 4096, truncation: str = "error", step_prefix: bool = True,
-                 step_tag: str = STEP_TAG, good_token: str = GOOD_TOKEN, bad_token: str = BAD_TOKEN):
-        from ..engines.models import load_causal_lm
+    Options (``MathShepherdPRM(path, ...)`` and :meth:`from_model`): ``step_prefix`` (number the
+    steps ``Step k:``, default True), ``step_tag`` (``ки``), ``good_token`` / ``bad_token``
+    (``+`` / ``-``)."""
 
-        check_options(batch_size, max_length, truncation)
-        lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
-        self._setup(lm, tokenizer, name=f"{FAMILY}:{model}", batch_size=batch_size, max_length=max_length,
-                    truncation=truncation, step_prefix=step_prefix, step_tag=step_tag,
-                    good_token=good_token, bad_token=bad_token)
+    FAMILY = FAMILY
+    OPTIONS: ClassVar[dict[str, Any]] = {"step_prefix": True, "step_tag": STEP_TAG, "good_token": GOOD_TOKEN,
+                                         "bad_token": BAD_TOKEN}
 
-    @classmethod
-    def from_model(cls, model, tokenizer, *, name: str | None = None, batch_size: int = 8,
-                   max_length: int = 4096, truncation: str = "error", step_prefix: bool = True,
-                   step_tag: str = STEP_TAG, good_token: str = GOOD_TOKEN,
-                   bad_token: str = BAD_TOKEN) -> "MathShepherdPRM":
-        """Wrap an already-loaded causal LM and its tokenizer (tests, custom loading)."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, name=name or model_label(FAMILY, model), batch_size=batch_size,
-                    max_length=max_length, truncation=truncation, step_prefix=step_prefix,
-                    step_tag=step_tag, good_token=good_token, bad_token=bad_token)
-        return self
-
-    def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, step_prefix,
-               step_tag, good_token, bad_token) -> None:
-        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
+    def _configure(self, *, step_prefix, step_tag, good_token, bad_token) -> None:
         self.step_prefix = step_prefix
         self.step_tag = step_tag
-        self.step_tag_id = single_token_id(tokenizer, step_tag, what="step tag")
-        candidates = tokenizer.encode(f"{good_token} {bad_token}", add_special_tokens=False)
+        self.step_tag_id = single_token_id(self.tokenizer, step_tag, what="step tag")
+        candidates = self.tokenizer.encode(f"{good_token} {bad_token}", add_special_tokens=False)
         if len(candidates) != 2:
             raise ValueError(
                 f"'{good_token} {bad_token}' should encode to exactly two tokens (good, bad), got {candidates}"
@@ -101,9 +77,3 @@ class MathShepherdPRM:
 
     def _forward(self, input_ids, attention_mask, rows, cols):
         return lm_candidate_probs(self.model, input_ids, attention_mask, rows, cols, self.candidate_ids)
-
-    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        """P(step is good) per step; see :mod:`search.prm.hf_common` for long inputs."""
-        return score_batched(items, encode=self.encode, forward=self._forward, batch_size=self.batch_size,
-                             max_length=self.max_length, truncation=self.truncation,
-                             pad_id=pad_id_of(self.tokenizer), device=model_device(self.model), name=self.name)

@@ -16,22 +16,15 @@ not match, rather than scoring with a randomly initialised head.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
-from ..types import StepScores
 from .hf_common import (
-    attach,
+    HFPRM,
     Encoded,
-    check_options,
-    count_parameters,
     encode_marked_text,
     index_tensors,
     load_tokenizer,
-    model_device,
-    model_label,
-    pad_id_of,
     render_with_markers,
-    score_batched,
     single_token_id,
     torch_dtype,
 )
@@ -82,43 +75,35 @@ def load_qwen_prm(folder: str, *, device: str = "cpu", dtype: str = "auto", trus
     return model.to(device).eval()
 
 
-class QwenMathPRM:
-    """Qwen2.5-Math-PRM-style PRM: a two-label token classifier read at each ``<extra_0>``."""
+class QwenMathPRM(HFPRM):
+    """Qwen2.5-Math-PRM-style PRM: a two-label token classifier read at each ``<extra_0>``.
 
-    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
-                 max_length: int = 4096, truncation: str = "error", trust_remote_code: bool = False,
-                 system_prompt: str = SYSTEM_PROMPT, step_separator: str = STEP_SEPARATOR):
-        check_options(batch_size, max_length, truncation)
-        tokenizer, folder = load_tokenizer(model)
-        classifier = load_qwen_prm(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        self._setup(classifier, tokenizer, name=f"{FAMILY}:{model}", batch_size=batch_size, max_length=max_length,
-                    truncation=truncation, system_prompt=system_prompt, step_separator=step_separator)
+    Options: ``system_prompt``, ``step_separator`` (``<extra_0>``); loading only:
+    ``trust_remote_code`` (default False, see the module docstring)."""
+
+    FAMILY = FAMILY
+    OPTIONS: ClassVar[dict[str, Any]] = {"system_prompt": SYSTEM_PROMPT, "step_separator": STEP_SEPARATOR}
+    LOAD_OPTIONS: ClassVar[dict[str, Any]] = {"trust_remote_code": False}
 
     @classmethod
-    def from_model(cls, model, tokenizer, *, name: str | None = None, batch_size: int = 8,
-                   max_length: int = 4096, truncation: str = "error", system_prompt: str = SYSTEM_PROMPT,
-                   step_separator: str = STEP_SEPARATOR) -> "QwenMathPRM":
-        """Wrap an already-loaded two-label token classifier and its tokenizer."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, name=name or model_label(FAMILY, model), batch_size=batch_size,
-                    max_length=max_length, truncation=truncation, system_prompt=system_prompt,
-                    step_separator=step_separator)
-        return self
+    def load(cls, model: str, *, device: str, dtype: str, trust_remote_code: bool = False):
+        tokenizer, folder = load_tokenizer(model)
+        return load_qwen_prm(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code), tokenizer
 
-    def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, system_prompt,
-               step_separator) -> None:
+    def _check_model(self, model, tokenizer, name: str) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{name}: the Qwen PRM format needs a tokenizer with a chat template")
         num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
         if num_labels != 2:
             raise ValueError(f"{name}: expected a two-label classification head, the model has {num_labels}")
-        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
+
+    def _configure(self, *, system_prompt, step_separator) -> None:
         self.system_prompt = system_prompt
         self.step_separator = step_separator
-        ids = tokenizer.encode(step_separator, add_special_tokens=False)
+        ids = self.tokenizer.encode(step_separator, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"{name}: step separator {step_separator!r} must be one token, got {ids}")
-        self.separator_id = single_token_id(tokenizer, step_separator, what="step separator")
+            raise ValueError(f"{self.name}: step separator {step_separator!r} must be one token, got {ids}")
+        self.separator_id = single_token_id(self.tokenizer, step_separator, what="step separator")
 
     def encode(self, question: str, steps: list[str], first_step: int = 0) -> Encoded:
         """Token ids and the index of each step's ``<extra_0>``."""
@@ -136,9 +121,3 @@ class QwenMathPRM:
         logits = out.logits if hasattr(out, "logits") else out[0]
         r, c = index_tensors(rows, cols, logits.device)
         return logits[r, c].float().softmax(dim=-1)[:, 1]
-
-    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        """P(step correct) per step; see :mod:`search.prm.hf_common` for long inputs."""
-        return score_batched(items, encode=self.encode, forward=self._forward, batch_size=self.batch_size,
-                             max_length=self.max_length, truncation=self.truncation,
-                             pad_id=pad_id_of(self.tokenizer), device=model_device(self.model), name=self.name)

@@ -15,21 +15,14 @@ reads the same positions, attention being causal).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
-from ..types import StepScores
 from .hf_common import (
-    attach,
+    HFPRM,
     Encoded,
-    check_options,
-    count_parameters,
     encode_marked_text,
     lm_candidate_probs,
-    model_device,
-    model_label,
-    pad_id_of,
     render_with_markers,
-    score_batched,
     single_token_id,
 )
 
@@ -45,35 +38,22 @@ def rlhflow_conversation(question: str, steps: Sequence[str], assistant: Sequenc
     return messages
 
 
-class RLHFlowPRM:
-    """RLHFlow-style PRM: a chat causal LM that answers "+" or "-" after each step."""
+class RLHFlowPRM(HFPRM):
+    """RLHFlow-style PRM: a chat causal LM that answers "+" or "-" after each step.
 
-    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
-                 max_length: int = 4096, truncation: str = "error", good_token: str = "+", bad_token: str = "-"):
-        from ..engines.models import load_causal_lm
+    Options: ``good_token`` / ``bad_token`` (``+`` / ``-``)."""
 
-        check_options(batch_size, max_length, truncation)
-        lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
-        self._setup(lm, tokenizer, name=f"{FAMILY}:{model}", batch_size=batch_size, max_length=max_length,
-                    truncation=truncation, good_token=good_token, bad_token=bad_token)
+    FAMILY = FAMILY
+    OPTIONS: ClassVar[dict[str, Any]] = {"good_token": "+", "bad_token": "-"}
 
-    @classmethod
-    def from_model(cls, model, tokenizer, *, name: str | None = None, batch_size: int = 8,
-                   max_length: int = 4096, truncation: str = "error", good_token: str = "+",
-                   bad_token: str = "-") -> "RLHFlowPRM":
-        """Wrap an already-loaded causal LM and its tokenizer (tests, custom loading)."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, name=name or model_label(FAMILY, model), batch_size=batch_size,
-                    max_length=max_length, truncation=truncation, good_token=good_token, bad_token=bad_token)
-        return self
-
-    def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, good_token, bad_token) -> None:
+    def _check_model(self, model, tokenizer, name: str) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{name}: the RLHFlow format needs a tokenizer with a chat template")
-        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
+
+    def _configure(self, *, good_token, bad_token) -> None:
         self.good_token = good_token
-        self.candidate_ids = [single_token_id(tokenizer, good_token, what="good token"),
-                              single_token_id(tokenizer, bad_token, what="bad token")]
+        self.candidate_ids = [single_token_id(self.tokenizer, good_token, what="good token"),
+                              single_token_id(self.tokenizer, bad_token, what="bad token")]
 
     def encode(self, question: str, steps: list[str], first_step: int = 0) -> Encoded:
         """Token ids and, per step, the position whose next-token logits score it."""
@@ -88,9 +68,3 @@ class RLHFlowPRM:
 
     def _forward(self, input_ids, attention_mask, rows, cols):
         return lm_candidate_probs(self.model, input_ids, attention_mask, rows, cols, self.candidate_ids)
-
-    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        """P("+") per step; see :mod:`search.prm.hf_common` for long inputs."""
-        return score_batched(items, encode=self.encode, forward=self._forward, batch_size=self.batch_size,
-                             max_length=self.max_length, truncation=self.truncation,
-                             pad_id=pad_id_of(self.tokenizer), device=model_device(self.model), name=self.name)

@@ -18,23 +18,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..types import StepScores
 from .hf_common import (
-    attach,
+    HFPRM,
     Encoded,
-    check_options,
-    count_parameters,
     index_tensors,
     load_tokenizer,
-    model_device,
-    model_label,
-    pad_id_of,
-    score_batched,
     single_token_id,
     torch_dtype,
 )
@@ -132,34 +125,32 @@ def _snapshot(model: str) -> str:
     return snapshot_download(model)
 
 
-class SkyworkPRM:
-    """Skywork-o1-Open-PRM-style PRM: sigmoid of a value head at each step's newline."""
+class SkyworkPRM(HFPRM):
+    """Skywork-o1-Open-PRM-style PRM: sigmoid of a value head at each step's newline.
 
-    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 8,
-                 max_length: int = 4096, truncation: str = "error", step_token: str = STEP_TOKEN):
-        check_options(batch_size, max_length, truncation)
-        folder = _snapshot(model)
-        tokenizer, _ = load_tokenizer(folder)
-        value_model = load_value_head_model(folder, device=device, dtype=dtype)
-        self._setup(value_model, tokenizer, name=f"{FAMILY}:{model}", batch_size=batch_size,
-                    max_length=max_length, truncation=truncation, step_token=step_token)
+    :meth:`from_model` wraps a :class:`ValueHeadModel`. Options: ``step_token`` (``"\\n"``)."""
+
+    FAMILY = FAMILY
+    OPTIONS: ClassVar[dict[str, Any]] = {"step_token": STEP_TOKEN}
 
     @classmethod
-    def from_model(cls, model: ValueHeadModel, tokenizer, *, name: str | None = None, batch_size: int = 8,
-                   max_length: int = 4096, truncation: str = "error", step_token: str = STEP_TOKEN) -> "SkyworkPRM":
-        """Wrap an already-built :class:`ValueHeadModel` and its tokenizer."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, name=name or model_label(FAMILY, model.model), batch_size=batch_size,
-                    max_length=max_length, truncation=truncation, step_token=step_token)
-        return self
+    def load(cls, model: str, *, device: str, dtype: str):
+        folder = _snapshot(model)
+        tokenizer, _ = load_tokenizer(folder)
+        return load_value_head_model(folder, device=device, dtype=dtype), tokenizer
 
-    def _setup(self, model, tokenizer, *, name, batch_size, max_length, truncation, step_token) -> None:
+    @classmethod
+    def _label_model(cls, model):
+        return getattr(model, "model", model)
+
+    def _check_model(self, model, tokenizer, name: str) -> None:
         if not isinstance(model, ValueHeadModel):
             raise TypeError(f"{name}: expected a ValueHeadModel (base model + v_head), got {type(model).__name__}")
-        attach(self, model, tokenizer, name=name, batch_size=batch_size, max_length=max_length, truncation=truncation)
-        self.step_token_id = single_token_id(tokenizer, step_token, what="step token")
+
+    def _configure(self, *, step_token) -> None:
+        self.step_token_id = single_token_id(self.tokenizer, step_token, what="step token")
         # The reference prepends bos_token as text; Qwen2.5 tokenizers may have none.
-        self.prompt_prefix = tokenizer.bos_token or ""
+        self.prompt_prefix = self.tokenizer.bos_token or ""
 
     def encode(self, question: str, steps: list[str], first_step: int = 0) -> Encoded:
         """Prompt ids, then each step's own ids plus the step token; scored at each step token."""
@@ -176,9 +167,3 @@ class SkyworkPRM:
         values = self.model(input_ids, attention_mask)
         r, c = index_tensors(rows, cols, values.device)
         return values[r, c].float().sigmoid()
-
-    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        """sigmoid(value) per step; see :mod:`search.prm.hf_common` for long inputs."""
-        return score_batched(items, encode=self.encode, forward=self._forward, batch_size=self.batch_size,
-                             max_length=self.max_length, truncation=self.truncation,
-                             pad_id=pad_id_of(self.tokenizer), device=model_device(self.model), name=self.name)
