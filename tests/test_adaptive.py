@@ -254,3 +254,131 @@ def test_a_stop_that_never_fires_in_one_round_is_majority_at_n():
         assert (a.answer, a.correct, a.compute.tokens, a.compute.flops) == (b.answer, b.correct, b.compute.tokens,
                                                                              b.compute.flops)
         assert [c.text for c in a.candidates] == [c.text for c in b.candidates] and b.trace["stop"] == "budget"
+
+
+# -- the offline estimate from stored pools (train/fit/adaptive.py) ----------------------------------
+
+#: Two pools of six: ties in the vote (first seen wins), answers missing, verified candidates with and
+#: without an answer, steps that do not all check.
+POOLS = {
+    "tied": (["5", "7", "7", "5", "8", None], [[0.5, 0.5], [0.5, 0.5], [0.95, 0.5], [0.5, 0.5], [0.05, 0.5],
+                                               [0.95, 0.95]]),
+    "mixed": (["5", "7", "5", None, "7", "8"], [[0.95, 0.95], [0.95, 0.5], [0.5, 0.5], [0.95, 0.95], [0.95, 0.95],
+                                                [0.05, 0.95]]),
+    # a PRM-vote tie between two 5s (0.25 + 0.25) and one 7 (0.5): which is seen first depends on the order,
+    # and the 5s are seen first more often (2 of 3) -- the tie rule shows in the expectation
+    "uneven": (["5", "7", "5", "8", None, "9"], [[0.25, 0.5], [0.5, 0.5], [0.5, 0.25], [0.95, 0.95], [0.95, 0.95],
+                                                [0.05, 0.5]]),
+}
+OFFLINE_STRATEGIES = [
+    "majority_stop:n=4,r=1,k=2,s=1,j=0,kg=2", "majority_stop:n=6,r=1,k=3,s=1,j=3,kg=2",
+    "majority_stop:n=5,r=2,k=2,s=0.6,j=4,kg=2", "majority_stop:n=6,r=4,k=2,s=0.5,j=0,kg=2",
+    "majority_stop:n=3,r=1,k=9,s=1,j=0,kg=2",
+    "bon_verified:n=4,r=1,tau=0.95", "bon_verified:n=6,r=4,tau=0.95", "bon_verified:n=5,r=2,tau=0.5",
+    "bon_verified:n=3,r=1,tau=1",
+]
+
+
+def _stored(name):
+    """A pool as the sweep stores it: per candidate its answer, grade, tokens, step scores and PRM tokens."""
+    from ttsopt.data import extract_answer, is_equivalent
+    from ttsopt.search import split_steps
+
+    answers, scores = POOLS[name]
+    texts, table = pool_of(answers, scores, tag=name)
+    stored = [{"answer": extract_answer(t), "correct": bool(is_equivalent(extract_answer(t), "5"))
+               if extract_answer(t) is not None else False, "tokens": words(t), "step_scores": table[t],
+               "prm_tokens": len(split_steps(t)) + 1} for t in texts]
+    return texts, table, stored
+
+
+def _online_over_every_order(key, texts, table):
+    """The online method run once per order of the pool (one problem per order, one run_search)."""
+    orders = list(itertools.permutations(range(len(texts))))
+    pools = {f"order {letters(i)}": [texts[j] for j in order] for i, order in enumerate(orders)}
+    policy, prm = PoolPolicy(pools), PoolPRM(table)
+    return run_search([Problem(f"p{i}", q, "5") for i, q in enumerate(pools)], key, policy, prm)
+
+
+@pytest.mark.parametrize("name", sorted(POOLS))
+def test_the_offline_estimate_is_the_mean_of_the_online_runs_over_every_order(name):
+    from ttsopt.train.fit.adaptive import STOPS, estimate_adaptive
+
+    texts, table, stored = _stored(name)
+    estimates = estimate_adaptive([c["answer"] for c in stored], [c["correct"] for c in stored],
+                                  [c["tokens"] for c in stored], OFFLINE_STRATEGIES,
+                                  prm_tokens=[c["prm_tokens"] for c in stored],
+                                  step_scores=[c["step_scores"] for c in stored])
+    assert [e.strategy for e in estimates] == OFFLINE_STRATEGIES
+    seen = set()
+    for key, est in zip(OFFLINE_STRATEGIES, estimates):
+        runs = _online_over_every_order(key, texts, table)
+        assert est.exact and est.label_se == 0.0
+        assert est.label == pytest.approx(sum(r.correct for r in runs) / len(runs), abs=1e-12), key
+        assert est.drawn == pytest.approx(sum(r.trace["drawn"] for r in runs) / len(runs), abs=1e-12), key
+        assert est.generated_tokens == pytest.approx(
+            sum(r.compute.policy_generated_tokens for r in runs) / len(runs), abs=1e-12), key
+        assert est.prm_tokens == pytest.approx(sum(r.compute.prm_tokens for r in runs) / len(runs), abs=1e-12), key
+        for stop in STOPS:
+            share = sum(r.trace["stop"] == stop for r in runs) / len(runs)
+            assert est.stops[stop] == pytest.approx(share, abs=1e-12), (key, stop)
+            seen |= {stop} if share else set()
+    assert seen == set(STOPS)  # every stop reason is reached on these pools
+
+
+def test_a_sampled_estimate_reports_its_standard_error_below_the_bound():
+    from ttsopt.train.fit.adaptive import estimate_adaptive
+
+    _, _, stored = _stored("mixed")
+    stored = stored * 2  # 12 candidates: 95 040 ordered prefixes of 5, more than the default enumerates
+    args = ([c["answer"] for c in stored], [c["correct"] for c in stored], [c["tokens"] for c in stored],
+            ["majority_stop:n=5,r=1,k=3,s=1,j=4,kg=2", "bon_verified:n=5,r=1,tau=0.95"])
+    kw = dict(prm_tokens=[c["prm_tokens"] for c in stored], step_scores=[c["step_scores"] for c in stored])
+    sampled = estimate_adaptive(*args, **kw, seed=1)
+    assert sampled == estimate_adaptive(*args, **kw, seed=1)  # seeded
+    exact = estimate_adaptive(*args, **kw, exact_limit=10**6)
+    for s, e in zip(sampled, exact):
+        assert not s.exact and e.exact and 0 < s.label_se < 0.005
+        assert abs(s.label - e.label) < 4 * s.label_se and abs(s.drawn - e.drawn) < 0.1
+
+
+def test_adaptive_labels_from_a_snapshot(tmp_path):
+    """Read from a snapshot's pools like train/fit/rest.py: a majority_stop that never stops at the pool's
+    size draws the whole pool and is charged what the sweep charged majority@N_max."""
+    import numpy as np
+
+    from fakes import HashPRM, LevelPolicy
+    from ttsopt.train.fit.adaptive import adaptive_labels, default_grid, load_adaptive
+    from ttsopt.train.fit.labels import strategy_labels
+    from ttsopt.train.sweep.config import config_from_dict
+    from ttsopt.train.sweep.driver import run_sweep
+    from ttsopt.train.sweep.snapshot import export_snapshot, read_table
+    from ttsopt.train.sweep.store import OutcomeStore
+    from ttsopt.train.sweep.units import ChunkWorker
+
+    probs = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i), "test", {"level": 1 + i % 3}) for i in range(8)]
+    cfg = config_from_dict({"name": "t", "problems": "builtin:arith", "pairs": [{"policy": "levels", "prm": "hash"}],
+                            "methods": {"majority": {}, "best_of_n": {"agg": ["min"], "vote": ["prm_vote"]}},
+                            "budgets": [1, 2, 4], "n_subsets": 4, "chunk_size": 4})
+    store = OutcomeStore(tmp_path / "s.sqlite")
+    policy = LevelPolicy(probs)
+    run_sweep(cfg, store, probs, workers={"levels": ChunkWorker(cfg, "levels", ["hash"], policy=policy,
+                                                                 prms={"hash": HashPRM()})})
+    snap = tmp_path / "snap"
+    export_snapshot(store, snap)
+    grid = [*default_grid((2, 4, 8)), "majority_stop:n=4,r=1,k=9,s=1,j=0,kg=2"]
+    rows = adaptive_labels(snap, grid)
+    assert set(rows["strategy"]) == {s for s in grid if int(s.split("n=")[1].split(",")[0]) <= 4}  # n=8 > pool
+    assert len(rows) == len(probs) * rows["strategy"].nunique()
+    assert rows["label"].between(0, 1).all() and rows["exact"].all() and (rows["label_se"] == 0).all()
+    assert (rows["drawn"] <= rows["n"]).all() and (rows["drawn"] >= 1).all()
+    assert np.allclose(rows[[f"stop_{s}" for s in ("agree", "give_up", "verified", "budget")]].sum(axis=1), 1.0)
+    fixed = strategy_labels(read_table(snap, "outcomes"))
+    full = rows[rows["strategy"] == "majority_stop:n=4,r=1,k=9,s=1,j=0,kg=2"].merge(
+        fixed[fixed["strategy"] == "majority:n=4"], on=["policy", "prm", "problem_id"], suffixes=("", "_sweep"))
+    assert len(full) == len(probs) and (full["drawn"] == 4).all()
+    for col in ("tokens", "flops"):
+        assert np.allclose(full[col], full[f"{col}_sweep"], rtol=1e-12, atol=0), col
+    bon = rows[rows["strategy"].str.startswith("bon_verified")]
+    assert (bon["tokens"] > bon["generated_tokens"]).all()  # PRM tokens charged
+    assert load_adaptive([snap, snap], grid).shape[0] == 2 * len(rows)
