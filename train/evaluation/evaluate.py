@@ -51,6 +51,7 @@ from ..fit.table import fold_lists
 from ..fit.tuning import TrainSettings
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
 from .cascade import cross_fitted_levels, evaluate_cascade
+from .deploy import deployed_default
 from .crossfit import (  # noqa: F401
     CrossFit,
     _folds_like,
@@ -128,6 +129,8 @@ def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
     if p.extra.get("gate") is not None and "cot" in p.strategies:
         report["cascade"] = evaluate_cascade(p, *p.extra["gate"], base=report, seed=seed,
                                              options=p.extra.get("cascade_options"))
+    report["deployed"] = deployed_default(p, p.extra.get("gate") if "cot" in p.strategies else None, seed=seed,
+                                          options=p.extra.get("cascade_options"))
     return report
 
 

@@ -103,7 +103,8 @@ def search_settings(folders: Sequence[str | Path], table: pd.DataFrame, settings
 def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, *, search: Mapping[str, Any],
                  snapshots: Sequence[str | Path] = (), storage: str | None = None,
                  progress: Callable[[int, int], None] | None = None, fit: FitResult | None = None,
-                 gates: pd.DataFrame | None = None, rest: pd.DataFrame | None = None) -> dict[str, Any]:
+                 gates: pd.DataFrame | None = None, rest: pd.DataFrame | None = None,
+                 deployed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tune and fit on a training table, save the artifact under ``out``; returns its manifest.
 
     ``search`` is :func:`search_settings` (tests pass their own for a synthetic table); ``fit``, a
@@ -111,6 +112,8 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
     the tuning. ``gates`` (:func:`~ttsopt.train.fit.cascade.load_gates`) adds the verify-first cascade
     per pair that has them (``manifest["cascade"]``), escalating within the rest of the budget
     where ``rest`` (:func:`~ttsopt.train.fit.rest.load_rest`) has the pooled options at n = N - 1.
+    ``deployed`` (:func:`ttsopt.train.evaluation.deploy.manifest_record`) is the mode each pair runs
+    when a caller names none, as the nested comparison chose it; without it the router runs its argmax.
     """
     from .cascade import fit_cascade
     from .tuning import out_of_fold_predictions
@@ -134,6 +137,7 @@ def write_router(table: pd.DataFrame, out: str | Path, settings: TrainSettings, 
         "study": storage,
         "cascade": fit_cascade(table, gates, rest, out_of_fold_predictions(fit, table, settings)
                                if gates is not None and len(gates) and settings.probe_k is None else None),
+        "deployed": dict(deployed or {}),
     }
     levels = level_model(table, fit.pipeline, settings.seed) if any(
         "levels" in c for c in manifest["cascade"].values()) else None
@@ -163,7 +167,7 @@ def level_model(table: pd.DataFrame, pipeline: Any, seed: int = 0) -> Any:
 def train_router(folders: Sequence[str | Path], out: str | Path, settings: TrainSettings, *,
                  storage: str | None = None, progress: Callable[[int, int], None] | None = None,
                  gate_models: bool = False, device: str = "cpu", gates: pd.DataFrame | None = None,
-                 rest: pd.DataFrame | None = None) -> dict[str, Any]:
+                 rest: pd.DataFrame | None = None, deployed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tune (resuming the study in ``storage``), fit on every row, save the artifact; returns its manifest.
 
     ``gate_models``: also score the stored CoTs with PRMs that have weights (loaded on ``device``), so
@@ -178,7 +182,7 @@ def train_router(folders: Sequence[str | Path], out: str | Path, settings: Train
         gates = load_gates(folders, score_models=gate_models, device=device)
     return write_router(table, out, settings, search=search_settings(folders, table, settings), snapshots=folders,
                         storage=storage, progress=progress, gates=gates,
-                        rest=load_rest(folders) if rest is None else rest)
+                        rest=load_rest(folders) if rest is None else rest, deployed=deployed)
 
 
 __all__ = ["SEARCH_FIELDS", "catalogue", "level_model", "search_settings", "train_router", "write_router"]

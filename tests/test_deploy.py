@@ -1,0 +1,53 @@
+"""The deployed default is the mode a nested comparison ranks first, scored on problems the choice never saw."""
+
+import numpy as np
+
+from ttsopt.train.evaluation.deploy import MODES, deployed_default
+from ttsopt.train.fit.pairs import _Pair
+
+STRATS = ["cot", "best_of_n:n=4,agg=min,vote=prm_vote"]
+
+
+def two_level_pair(n: int = 60, folds: int = 3) -> _Pair:
+    """Level "1": the CoT is right and Best-of-4 wrong; level "2": the other way round. The router's
+    predictions carry no signal; the text feature says the level."""
+    rng = np.random.default_rng(0)
+    levels = np.array(["1", "2"] * (n // 2))
+    label = np.where(levels[:, None] == "1", [[1.0, 0.0]], [[0.0, 1.0]])
+    tokens = np.tile([[30.0, 100.0]], (n, 1))
+    fold = rng.permutation(np.arange(n) % folds)
+    inner = {}
+    for f in range(folds):
+        rows = np.flatnonzero(fold != f)
+        g = np.full(n, -1)
+        g[rows] = np.arange(len(rows)) % 3
+        inner[f"inner_fold_{f}"] = g
+        ip = np.full((n, 2), np.nan)
+        ip[rows] = 0.5
+        inner[f"inner_pred_{f}"] = ip
+    x = (levels == "2").astype(float)[:, None] + rng.normal(0, 0.01, (n, 1))
+    p = _Pair("x+calc", STRATS, np.array([1, 4]), label, np.full_like(label, 0.5), tokens, 2e6 * tokens, fold,
+              bins=np.array(["a"] * n), levels=levels, policy_params=1e6,
+              extra={"problem_ids": [f"p{i}" for i in range(n)], "features": [x] * folds, **inner})
+    p.extra["level_pred"] = levels.copy()
+    return p
+
+
+def test_the_nested_choice_deploys_the_per_level_rule_where_only_the_level_matters():
+    report = deployed_default(two_level_pair(), None)
+    at4 = report["4"]
+    assert at4["mode"] == "per_level"
+    assert set(at4["fold_choices"]) == {"per_level"}
+    assert at4["accuracy"] == 1.0
+    assert at4["diff_vs_best_fixed"] > 0.4 and at4["ci95"][0] > 0
+    # at N = 1 only the CoT fits: every mode is the CoT, and the tie goes to the simplest
+    assert report["1"]["mode"] == "best_fixed"
+    assert report["1"]["accuracy"] == 0.5
+
+
+def test_without_a_level_signal_the_choice_is_one_of_the_candidates_and_scored_held_out():
+    p = two_level_pair()
+    p.extra.pop("level_pred")
+    report = deployed_default(p, None)
+    assert all(c in MODES for b in report.values() for c in b["fold_choices"])
+    assert report["4"]["accuracy"] <= 0.5 + 1e-9  # no mode can see the level: no better than a fixed strategy

@@ -1,0 +1,209 @@
+"""Which decision to deploy for a pair, chosen the way it is judged: nested, on problems the choice never saw.
+
+Why: the evaluation shows several ways to decide per problem — the LightGBM argmax (``router``), the
+best fixed strategy, the per-level rule, the verify-first cascade with one plan (``cascade``) or one
+plan per predicted level (``level_cascade``) — and which one is best differs by pair and budget (on
+``arith-router`` the plain router loses at small N, the level cascade wins on SmolLM2 + calc). Deploying
+one of them by assumption is the mistake this module removes: ``ttsopt train`` deploys the mode that
+wins here, and ``ttsopt evaluate`` reports that choice as its own row (``deployed``).
+
+How, per budget N:
+- every candidate is a function of a pair's matrices that makes its choices fold by fold on the
+  training problems and applies them to the test fold, so it yields one held-out outcome per
+  problem (accuracy, tokens, FLOPs);
+- for each outer fold ``f`` the candidates are scored on fold ``f``'s *training* problems by the
+  inner cross-fitting inside it (the inner folds and the router's inner out-of-fold predictions
+  that :func:`~.crossfit.cross_fit_nested` keeps, and a level model refitted per inner fold), the
+  best is chosen there, and its outer held-out outcome on fold ``f``'s problems is what the
+  deployed default scores. So neither the models nor the choice of the default saw a reported
+  problem;
+- the mode written into the artifact is the one the whole cross-fitted comparison ranks first (the
+  nested figure is the honest estimate of deploying by this rule).
+
+Strategies without a router prediction (the rest-of-budget and adaptive options) are open to every
+candidate but the router, which can only choose what it predicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from ..fit.cascade import NO_LEVEL, _Cascade, _choose, _choose_per_bin, _matrices
+from ..fit.pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
+from .cascade import _apply, _by_level, cross_fitted_levels
+from .metrics import paired_bootstrap
+from .rules import _allowed, _best_fixed_vector
+
+#: The candidates, in the order ties are broken (the simpler decision first).
+MODES = ("best_fixed", "per_level", "cascade", "level_cascade", "router")
+
+Outcome = tuple[np.ndarray, np.ndarray, np.ndarray]  # per problem: accuracy, tokens, FLOPs
+
+
+def _no_gate_matrices(p: _Pair) -> _Cascade:
+    """Cascade matrices whose only usable options run a strategy alone (for pairs without CoT gates)."""
+    zeros = np.zeros(len(p.fold))
+    return _matrices(p, zeros, zeros, zeros, zeros) if "cot" in p.strategies else None
+
+
+def candidates(p: _Pair, c: _Cascade | None, budget: int, *, gated: bool) -> dict[str, Callable[[], Outcome]]:
+    """The modes available for ``p`` at ``budget``, each a thunk returning its held-out outcome per problem."""
+    out: dict[str, Callable[[], Outcome]] = {}
+    idx = np.arange(len(p.fold))
+    fits = p.n <= budget
+    predicted = fits & ~np.isnan(p.pred).all(axis=0)
+    if predicted.any():
+        def router() -> Outcome:
+            cost = np.broadcast_to(np.where(predicted, p.tokens.mean(axis=0), np.inf), p.pred.shape)
+            pick = _argmax_cheapest(np.where(predicted, np.nan_to_num(p.pred, nan=-np.inf), -np.inf), cost)
+            return p.label[idx, pick], p.tokens[idx, pick], p.flops[idx, pick]
+        out["router"] = router
+    if c is None:
+        if fits.any():
+            def fixed() -> Outcome:
+                acc = _best_fixed_vector(p, fits)
+                picks = np.zeros(len(idx), dtype=int)
+                for f in np.unique(p.fold):
+                    tr, te = idx[p.fold != f], idx[p.fold == f]
+                    picks[te] = _fixed_choice(p.label, p.tokens, tr, fits)
+                return acc, p.tokens[idx, picks], p.flops[idx, picks]
+            out["best_fixed"] = fixed
+        return out
+    alone = np.zeros_like(c.n, dtype=bool)
+    alone[-1] = c.n[-1] <= budget  # the last τ runs the strategy without the CoT first
+    if alone.any():
+        out["best_fixed"] = lambda: _apply(c, p, lambda tr: _choose(c, tr, alone))[:3]
+        if p.extra.get("level_pred") is not None:
+            out["per_level"] = lambda: _by_level(c, p, alone)[:3]
+    if gated and (c.n <= budget).any():
+        out["cascade"] = lambda: _apply(c, p, lambda tr: _choose(c, tr, c.n <= budget))[:3]
+        if p.extra.get("level_pred") is not None:
+            out["level_cascade"] = lambda: _by_level(c, p, c.n <= budget)[:3]
+    return out
+
+
+def _inner_pair(p: _Pair, f: int) -> _Pair | None:
+    """Fold ``f``'s training problems as a pair of their own: the inner folds, the router's inner
+    out-of-fold predictions, and levels predicted by a level model refitted per inner fold."""
+    fold = p.extra.get(f"inner_fold_{f}")
+    pred = p.extra.get(f"inner_pred_{f}")
+    if fold is None or pred is None:
+        return None
+    rows = np.flatnonzero(p.fold != f)
+    fold = np.asarray(fold)[rows].astype(int)
+    if (fold < 0).any() or len(np.unique(fold)) < 2:
+        return None
+    pred = np.asarray(pred, dtype=float)
+    if pred.shape[1] < len(p.strategies):  # the options beyond the catalogue have no prediction
+        pred = np.hstack([pred, np.full((pred.shape[0], len(p.strategies) - pred.shape[1]), np.nan)])
+    extra: dict[str, Any] = {"problem_ids": [p.extra["problem_ids"][i] for i in rows]}
+    feats = p.extra.get("features")
+    q = replace(p, label=p.label[rows], pred=pred[rows], tokens=p.tokens[rows], flops=p.flops[rows], fold=fold,
+                bins=p.bins[rows], levels=p.levels[rows], extra=extra)
+    if feats is not None and p.extra.get("level_pred") is not None:
+        x = np.asarray(feats[int(f)])[rows]  # outer fold f's feature pipeline, fitted on these problems only
+        q.extra["features"] = {int(g): x for g in np.unique(fold)}
+        q.extra["level_pred"] = cross_fitted_levels(q)
+    return q
+
+
+def _rank(scores: dict[str, tuple[float, float]]) -> str:
+    """The best mean accuracy; ties (1e-9) to the lower FLOPs, then to the simpler mode."""
+    best = max(a for a, _ in scores.values())
+    tied = [m for m in MODES if m in scores and scores[m][0] >= best - 1e-9]
+    return min(tied, key=lambda m: (scores[m][1], MODES.index(m)))
+
+
+def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int = 0,
+                     options: _Pair | None = None) -> dict[str, Any]:
+    """Per budget N: the nested choice's held-out accuracy and compute, its CI against the best fixed
+    strategy (chosen on training folds over ``p``'s catalogue), which mode each fold chose, and the mode
+    to deploy (``mode``: the one ranked first by the whole cross-fitted comparison).
+
+    ``options`` is ``p`` with more strategies (rest-of-budget, adaptive; :func:`~ttsopt.train.fit.cascade.with_rest`)."""
+    wide = options if options is not None else p
+    c = _matrices(wide, *gate) if gate is not None and "cot" in wide.strategies else _no_gate_matrices(wide)
+    inner: dict[int, tuple[_Pair, _Cascade | None]] = {}
+    for f in np.unique(wide.fold):
+        q = _inner_pair(wide, int(f))
+        if q is not None:
+            rows = np.flatnonzero(wide.fold != f)
+            qc = _matrices(q, *(v[rows] for v in gate)) if gate is not None and "cot" in q.strategies \
+                else _no_gate_matrices(q)
+            inner[int(f)] = (q, qc)
+    out: dict[str, Any] = {}
+    idx = np.arange(len(wide.fold))
+    for budget in BUDGETS:
+        cands = candidates(wide, c, budget, gated=gate is not None)
+        if not cands:
+            continue
+        outer = {m: fn() for m, fn in cands.items()}
+        whole = {m: (float(o[0].mean()), float(o[2].mean())) for m, o in outer.items()}
+        acc, tok, fl = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx))
+        chosen = []
+        for f in np.unique(wide.fold):
+            test = idx[wide.fold == f]
+            if int(f) in inner:
+                q, qc = inner[int(f)]
+                scores = {m: (float(o[0].mean()), float(o[2].mean()))
+                          for m, o in ((m, fn()) for m, fn in candidates(q, qc, budget, gated=gate is not None).items())
+                          if m in outer}
+            else:
+                scores = {}
+            mode = _rank(scores) if scores else "best_fixed" if "best_fixed" in outer else next(iter(outer))
+            chosen.append(mode)
+            acc[test], tok[test], fl[test] = (v[test] for v in outer[mode])
+        fixed = _best_fixed_vector(p, _allowed(p, budget, 0))
+        ci = paired_bootstrap(acc, fixed, seed=seed)
+        out[str(budget)] = {
+            "accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
+            "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"], "fold_choices": chosen,
+            "best_fixed_accuracy": float(fixed.mean()),
+            "mode": _rank(whole), "candidates": {m: {"accuracy": a, "flops": fl_} for m, (a, fl_) in whole.items()},
+            **_plans_on_all(wide, c, budget),
+        }
+    return out
+
+
+def _plans_on_all(p: _Pair, c: _Cascade | None, budget: int) -> dict[str, Any]:
+    """What the fixed and per-level modes run online, chosen on every training problem: the best
+    strategy alone within N (``strategy``), and per level (``levels``; a level with too few problems
+    takes ``strategy``). The cascade modes' plans are the cascade's own (``manifest["cascade"]``)."""
+    idx = np.arange(len(p.fold))
+    fits = p.n <= budget
+    if not fits.any():
+        return {}
+    if c is None:
+        return {"strategy": p.strategies[_fixed_choice(p.label, p.tokens, idx, fits)]}
+    alone = np.zeros_like(c.n, dtype=bool)
+    alone[-1] = fits
+    out: dict[str, Any] = {"strategy": p.strategies[_choose(c, idx, alone)[1]]}
+    levels = sorted(set(map(str, p.levels)))
+    if len(levels) >= 2 and not set(levels) & NO_LEVEL:
+        which = np.array([levels.index(str(v)) for v in p.levels])
+        out["levels"] = {lv: p.strategies[s] for lv, (_, _, s) in zip(levels, _choose_per_bin(c, idx, which, len(levels), alone))}
+    return out
+
+
+def manifest_record(report: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate``'s report -> ``manifest["deployed"]``: per pair and budget N, the mode to run and what
+    it runs, with the evidence (nested held-out accuracy, compute, CI against the best fixed strategy)."""
+    out: dict[str, Any] = {}
+    for name, pair in report.get("pairs", {}).items():
+        budgets = {}
+        for n, b in (pair.get("deployed") or {}).items():
+            budgets[n] = {k: b[k] for k in ("mode", "strategy", "levels") if k in b}
+            budgets[n]["evidence"] = {"held_out_accuracy": b["accuracy"], "flops": b["flops"], "tokens": b["tokens"],
+                                      "ci95_vs_best_fixed": b["ci95"], "best_fixed_accuracy": b["best_fixed_accuracy"],
+                                      "fold_choices": b["fold_choices"]}
+        if budgets:
+            out[name] = {"format": 1, "kind": "generations", "budgets": budgets,
+                         "chosen_by": "nested cross-fitting: each fold's mode chosen on its training problems' inner folds"}
+    return out
+
+
+__all__ = ["MODES", "candidates", "deployed_default", "manifest_record"]
+
