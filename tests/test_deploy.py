@@ -51,3 +51,31 @@ def test_without_a_level_signal_the_choice_is_one_of_the_candidates_and_scored_h
     report = deployed_default(p, None)
     assert all(c in MODES for b in report.values() for c in b["fold_choices"])
     assert report["4"]["accuracy"] <= 0.5 + 1e-9  # no mode can see the level: no better than a fixed strategy
+
+
+def test_the_default_train_writes_is_the_mode_its_own_nested_comparison_ranked_first(tmp_path):
+    import json
+
+    from router_fixtures import FIT_PARAMS, FIT_ROUNDS, search_settings, synthetic_gates, synthetic_table
+
+    from ttsopt.train.evaluation.deploy import manifest_record
+    from ttsopt.train.evaluation.evaluate import evaluate
+    from ttsopt.train.fit.build import write_router
+    from ttsopt.train.fit.tuning import TrainSettings, fit_fixed
+
+    table = synthetic_table(False, count=60, levels=True).assign(difficulty="medium", pass_at_1=0.5)
+    settings = TrainSettings(trials=1, folds=3, n_components=2)
+    report = evaluate(table, settings, min_problems=3, lopo=False, gates=synthetic_gates(60))
+    deployed = report["pairs"]["scripted+calc"]["deployed"]
+    assert deployed, "every evaluated pair gets a deployed row"
+    for n, b in deployed.items():
+        ranked = max(b["candidates"].values(), key=lambda c: c["accuracy"])["accuracy"]
+        assert b["candidates"][b["mode"]]["accuracy"] == ranked  # the first of the whole comparison
+        assert set(b["fold_choices"]) <= set(b["candidates"])
+    record = manifest_record(report)
+    write_router(table, tmp_path / "r", settings, search=search_settings(False),
+                 fit=fit_fixed(table, settings, FIT_PARAMS, FIT_ROUNDS), deployed=record)
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    written = manifest["deployed"]["scripted+calc"]["budgets"]
+    assert {n: b["mode"] for n, b in written.items()} == {n: b["mode"] for n, b in deployed.items()}
+    assert all("held_out_accuracy" in b["evidence"] for b in written.values())
