@@ -1,12 +1,12 @@
 """A question's level predicted from its text: one small LightGBM multiclass model, kept as text.
 
 Why: the level a problem set gives its questions (MATH's 1–5, ``builtin:arith``'s generator level)
-is the strongest single cue of how much search pays, and the per-level rule of MEASUREMENTS.md
-spends by it. The level is an oracle column — never an input — but it may be a training *target*:
-a classifier fitted on the training questions' levels predicts it online from the same text
-statistics and embedding the router reads, so the level-binned cascade (train/fit/cascade.py) runs
-online from nothing the router could not see. Fitting and prediction live here, in one module, so
-the offline evaluation and :class:`~ttsopt.selector.router.Router` use the same model the same way.
+is the strongest single cue of how much search pays, and the per-level rule (docs/results.md, "The
+per-level rule on arith-embedded") spends by it. The level is an oracle column — never an input —
+but it may be a training *target*: a classifier fitted on the training questions' levels predicts
+it online from the same text statistics and embedding the router reads, so the level-binned
+cascade (train/fit/cascade.py) runs online from nothing the router could not see. Fitting and
+prediction live here, in one module, so the offline evaluation and :class:`~ttsopt.selector.router.Router` use the same model the same way.
 """
 
 from __future__ import annotations

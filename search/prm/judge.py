@@ -15,10 +15,11 @@ answers "Yes" right after the assistant header, a base model " Yes" after "Answe
 Renormalising over the two verdicts ignores how much mass the model puts elsewhere,
 which small models do a lot.
 
-With the embedded 135M/270M models the judge is near chance (AUC ~0.5, see
-MEASUREMENTS.md): it is a correct adapter, not a good verifier. Its scores are also
-uncalibrated (Gemma 3 270M answers ~0.85 for almost anything), so a fixed 0.5
-threshold means little; ProcessBench's ``threshold_sweep`` shows what a threshold does.
+With the embedded 135M/270M models the judge is near chance (AUC ~0.5, see docs/results.md,
+"The LLM-as-judge PRM has no signal at this size"): it is a correct adapter, not a good
+verifier. Its scores are also uncalibrated (Gemma 3 270M answers ~0.85 for almost anything),
+so a fixed 0.5 threshold means little; ProcessBench's ``threshold_sweep`` shows what a
+threshold does.
 
 Batching is exact in float32 (a step scores the same alone or among others, to 1e-6).
 In bfloat16, the CPU default where the CPU supports it, padding changes the rounding

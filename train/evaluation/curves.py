@@ -1,7 +1,7 @@
 """Accuracy against compute: the router and the rules traced over a price λ, AIQ and the compute multiplier.
 
 The router is traced over a penalty λ on expected tokens (argmax of predicted accuracy −
-λ·tokens), every fixed strategy is a point, and the per-level rule of MEASUREMENTS.md (per
+λ·tokens), every fixed strategy is a point, and the per-level rule of docs/results.md (per
 level, the strategy maximising accuracy − λ·tokens on the training folds; the level is an
 oracle label, so this rule is a bound the router should reach from the text) is traced the
 same way. Areas under the non-decreasing hull (RouterBench's AIQ) are taken on one FLOPs
