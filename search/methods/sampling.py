@@ -69,26 +69,48 @@ def _decide(pool: list[Candidate], rule: str) -> Outcome:
                                                                  "winner": result.winner})
 
 
+def decide_pools(ledger: Ledger, questions: Sequence[str], pools: Sequence[list[Candidate]],
+                 strategy: Strategy) -> list[Outcome]:
+    """The end every pooled strategy shares: score what a pool still needs scored, then vote.
+
+    For a strategy that uses the PRM (Best-of-N), candidates without ``step_scores`` are scored in one
+    PRM call through ``ledger`` (which books it), and candidates that already carry step scores (a
+    router's probe samples, scored by the same PRM) are only aggregated by ``strategy.agg``; the
+    answer is ``strategy.vote``. Otherwise (CoT, majority) nothing is scored and the majority wins.
+    One copy of this rule, so that the online router's pools that reuse a probe's samples
+    (``selector/solving.py``) are decided exactly as the sweep's pools are.
+    """
+    if strategy.uses_prm:
+        fresh = []
+        for pool in pools:
+            for cand in pool:
+                if cand.step_scores is not None:
+                    cand.score = aggregate_scores(cand.step_scores, strategy.agg)
+            fresh.append([cand for cand in pool if cand.step_scores is None])
+        score_candidates(ledger, questions, fresh, strategy.agg)
+    rule = strategy.vote if strategy.uses_prm else "majority"
+    return [_decide(pool, rule) for pool in pools]
+
+
 def run_cot(ledger: Ledger, questions: Sequence[str], prompts: Sequence[str], strategy: Strategy,
             settings: Settings) -> list[Outcome]:
     """One greedy solution per problem; the temperature setting does not apply."""
     pools = sample_candidates(ledger, prompts, 1, 0.0, settings)
-    return [_decide(pool, "majority") for pool in pools]
+    return decide_pools(ledger, questions, pools, strategy)
 
 
 def run_majority(ledger: Ledger, questions: Sequence[str], prompts: Sequence[str], strategy: Strategy,
                  settings: Settings) -> list[Outcome]:
     """``n`` samples, the most frequent answer wins; no PRM is consulted."""
     pools = sample_candidates(ledger, prompts, strategy.n, settings.temperature, settings)
-    return [_decide(pool, "majority") for pool in pools]
+    return decide_pools(ledger, questions, pools, strategy)
 
 
 def run_best_of_n(ledger: Ledger, questions: Sequence[str], prompts: Sequence[str], strategy: Strategy,
                   settings: Settings) -> list[Outcome]:
     """``n`` samples, every step PRM-scored, scores aggregated by ``agg``, answer by ``vote``."""
     pools = sample_candidates(ledger, prompts, strategy.n, settings.temperature, settings)
-    score_candidates(ledger, questions, pools, strategy.agg)
-    return [_decide(pool, strategy.vote) for pool in pools]
+    return decide_pools(ledger, questions, pools, strategy)
 
 
-__all__ = ["run_best_of_n", "run_cot", "run_majority", "sample_candidates", "score_candidates"]
+__all__ = ["decide_pools", "run_best_of_n", "run_cot", "run_majority", "sample_candidates", "score_candidates"]
