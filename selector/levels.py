@@ -6,7 +6,8 @@ per-level rule on arith-embedded") spends by it. The level is an oracle column â
 but it may be a training *target*: a classifier fitted on the training questions' levels predicts
 it online from the same text statistics and embedding the router reads, so the level-binned
 cascade (train/fit/cascade.py) runs online from nothing the router could not see. Fitting and
-prediction live here, in one module, so the offline evaluation and :class:`~ttsopt.selector.router.Router` use the same model the same way.
+prediction live here, in one module, so the offline evaluation and
+:class:`~ttsopt.selector.router.Router` use the same model the same way.
 """
 
 from __future__ import annotations
