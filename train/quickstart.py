@@ -200,7 +200,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
     from .evaluation.evaluate import evaluate, markdown
     from .fit.build import train_router
     from .fit.cascade import load_gates
-    from .fit.rest import load_rest
+    from .fit.options import load_options
     from .fit.table import load_training_table, table_hash
     from .fit.tuning import TrainSettings
 
@@ -218,7 +218,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
 
     table = load_training_table([snapshot])
     data_hash = table_hash(table)
-    gates, rest = load_gates([snapshot]), load_rest([snapshot])  # once, for training and evaluation
+    gates, rest = load_gates([snapshot]), load_options([snapshot])  # once, for training and evaluation
     train_settings = TrainSettings(trials=settings.trials, folds=settings.folds)
     router = out / "router"
     stages.stage("train")

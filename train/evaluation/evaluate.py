@@ -46,7 +46,8 @@ from ..fit.pairs import (  # noqa: F401
     _paper_rule,
     _shares,
 )
-from ..fit.rest import load_rest
+from ..fit.options import load_options
+from ..fit.rest import load_rest  # noqa: F401  (re-exported)
 from ..fit.table import fold_lists
 from ..fit.tuning import TrainSettings
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
@@ -385,7 +386,7 @@ def evaluate_snapshots(folders: Sequence[str | Path], settings: TrainSettings, *
     table = load_training_table(folders)
     probes, missing = load_probe_tables(folders, probe_k)
     report = evaluate(table, settings, probe_tables=probes, min_problems=min_problems, lopo=lopo,
-                      gates=load_gates(folders), rest=load_rest(folders), progress=progress)
+                      gates=load_gates(folders), rest=load_options(folders), progress=progress)
     report["probe_missing"] = {str(k): v for k, v in missing.items()}
     report["machine"] = machine_info()
     report["data"] = [str(d) for d in folders]

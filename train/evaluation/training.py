@@ -20,12 +20,12 @@ def train_deployed(folders, out, settings, *, storage: str | None = None, progre
 
     from ..fit.build import train_router
     from ..fit.cascade import load_gates
-    from ..fit.rest import load_rest
+    from ..fit.options import load_options
     from ..fit.table import load_training_table
     from .evaluate import evaluate, machine_info
 
     gates = load_gates(folders, score_models=gate_models, device=device)
-    rest = load_rest(folders)
+    rest = load_options(folders)
     deployed = None
     if choose:
         table = load_training_table(folders, probe_k=settings.probe_k)
