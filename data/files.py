@@ -1,4 +1,5 @@
 """Atomic file writes: a reader, or a second process writing the same file, never sees half of one.
+And JSONL files appended batch by batch (``ttsopt run``): each batch on disk before the next runs.
 
 Every writer here (feature caches, store and snapshot exports, de-quantised model folders,
 benchmark reports) writes to a temporary name that is unique to the process *and* the call
@@ -9,12 +10,13 @@ moment through a fixed ``x.tmp`` would write into each other's file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextmanager
@@ -77,4 +79,37 @@ def _remove(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per non-blank line. A line that does not parse (the torn
+    last line of a killed writer) is skipped: whatever it held is simply redone."""
+    rows = []
+    with Path(path).open() as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append ``rows`` to ``path`` (created with its folder), one JSON object per line, flushed and
+    fsynced before returning: a batch appended is a batch that survives a kill. After a torn last line
+    (no newline) the batch starts on a line of its own, so the torn line alone is lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                text = "\n" + text
+    with path.open("a") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+__all__ = ["append_jsonl", "atomic_path", "atomic_write_bytes", "atomic_write_text", "read_jsonl"]

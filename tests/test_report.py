@@ -129,8 +129,35 @@ def test_evaluate_writes_its_json_tables_and_figure(tiny, tmp_path):
     assert "cross-fitting" in res.output
     report = json.loads(paths["json"].read_text())
     assert report["mode"] == "cross-fitted" and all(p["problems"] > 0 for p in report["pairs"].values())
-    assert paths["md"].read_text().startswith("Evaluation (cross-fitted")
+    assert "Evaluation (cross-fitted" in paths["md"].read_text()  # after the deployed default's table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_without_a_router_runs_straight_from_the_snapshot_folders(tiny, tmp_path):
+    """What `python -m ttsopt.train.evaluate` did: cross-fitted, tuned as the flags say, no artifact needed."""
+    from typer.testing import CliRunner
+
+    from ttsopt.cli import app
+
+    snap, _router = tiny
+    paths = {k: tmp_path / f"eval.{k}" for k in ("json", "md", "png")}
+    res = CliRunner().invoke(app, ["evaluate", "--data", str(snap), "--trials", "1", "--folds", "2", "--seed", "3",
+                                   "--min-problems", "10", "--no-lopo", "--tune-metric", "cross_entropy",
+                                   "--json", str(paths["json"]), "--markdown", str(paths["md"]),
+                                   "--plot", str(paths["png"])])
+    assert res.exit_code == 0, res.output
+    report = json.loads(paths["json"].read_text())
+    assert report["mode"] == "cross-fitted" and report["folds"] == 2 and "router" not in report
+    assert report["settings"]["trials"] == 1 and report["settings"]["seed"] == 3
+    assert report["min_problems"] == 10 and "lopo" not in report
+    assert report["data"] == [str(snap)] and "machine" in report
+    assert all(p["problems"] > 0 for p in report["pairs"].values())
+    assert "Evaluation (cross-fitted" in paths["md"].read_text() and "Evaluation (cross-fitted" in res.output
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["evaluate", "--data", str(snap), "--tune-metric", "accuracy"])
+    assert bad.exit_code == 2 and "tune_metric" in bad.output
+    missing = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path)])
+    assert missing.exit_code == 2 and "snapshot.json" in missing.output
 
 
 def test_the_cascade_is_drawn_where_the_evaluation_has_it():

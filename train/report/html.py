@@ -38,26 +38,17 @@ class Figure:
 def run_evaluation(artifact: Any, table: pd.DataFrame, *, trials: int = 2, folds: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The evaluation ``ttsopt evaluate`` would run: cross-fitted on the router's own training questions,
-    as-is on questions it never saw; a mix of both is refused (it would be neither)."""
+    as-is on questions it never saw; a mix of both is refused (it would be neither). A router that does
+    not list its training questions is taken to be evaluated on its training data (cross-fitted)."""
     from ..evaluation.evaluate import evaluate, evaluate_as_is
-    from ..fit.tuning import TrainSettings
+    from ..evaluation.mode import CROSS_FITTED, evaluation_mode, router_settings
 
-    settings = TrainSettings(**artifact.manifest["settings"])
-    settings.trials = trials
-    if folds is not None:
-        settings.folds = folds
-    trained = set(artifact.manifest.get("training_data", {}).get("question_keys", []))
-    keys = set(table["question_key"])
-    overlap = keys & trained
-    if overlap and overlap != keys:
-        raise ValueError(f"{len(overlap)} of these {len(keys)} questions were in the router's training data and the "
-                         "rest were not: evaluate them separately (`ttsopt evaluate`) and pass --eval")
-    if overlap or not trained:
-        import inspect
-
+    settings = router_settings(artifact.manifest, trials=trials, folds=folds)
+    mode = evaluation_mode(artifact.manifest, table["question_key"], unlisted=CROSS_FITTED,
+                           hint="evaluate them separately (`ttsopt evaluate`) and pass --eval")
+    if mode == CROSS_FITTED:
         # the leave-one-pair-out part refits per pair and the report draws none of it: left to `ttsopt evaluate`
-        extra = {"lopo": False} if "lopo" in inspect.signature(evaluate).parameters else {}
-        return evaluate(table, settings, progress=progress, **extra)
+        return evaluate(table, settings, progress=progress, lopo=False)
     return evaluate_as_is(artifact, table)
 
 

@@ -39,7 +39,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ttsopt.search.pairs import PAIRS, Pair, resolve_prm_spec
 from ttsopt.search.registry import ENGINES
@@ -161,6 +161,23 @@ class SweepConfig:
                 if s not in out:
                     out.append(s)
         return out
+
+
+def pair_names(text: str) -> list[str]:
+    """``"a+b, c+d"`` (the ``--pairs`` option) -> ``["a+b", "c+d"]``."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def check_pairs(cfg: SweepConfig, names: Sequence[str], *, label: str = "pairs") -> list[str]:
+    """``names``, each a pair of ``cfg``; a ValueError names those that are not (in the order given,
+    after ``label``) and the config's pairs. What ``ttsopt sweep --pairs`` and ``run_sweep(only_pairs=)``
+    both check."""
+    names = list(names)
+    known = [pair.name for pair in cfg.pairs]
+    unknown = list(dict.fromkeys(n for n in names if n not in known))
+    if unknown:
+        raise ValueError(f"{label} {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
+    return names
 
 
 def load_config(path: str | Path) -> SweepConfig:

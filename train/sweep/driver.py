@@ -17,7 +17,7 @@ from ttsopt.data import Problem
 from ttsopt.data.files import atomic_path
 from ttsopt.search.engines.llamacpp_engine import default_threads
 
-from .config import SweepConfig
+from .config import SweepConfig, check_pairs
 from .store import OutcomeStore, claim_models, commit_new, lease_owner
 from .units import (
     ChunkWorker,
@@ -160,10 +160,8 @@ def _sync_progress(progress: Any, plans: dict[str, list[Unit]], store: OutcomeSt
 
 
 def _prms_by_policy(cfg: SweepConfig, only_pairs: Sequence[str] | None = None) -> dict[str, list[str]]:
-    known = [pair.name for pair in cfg.pairs]
-    unknown = sorted(set(only_pairs or ()) - set(known))
-    if unknown:
-        raise ValueError(f"pairs {', '.join(unknown)} not in {cfg.name}; its pairs: {', '.join(known)}")
+    if only_pairs is not None:
+        check_pairs(cfg, only_pairs)
     by_policy: dict[str, list[str]] = {}
     for pair in cfg.pairs:
         if only_pairs is None or pair.name in only_pairs:

@@ -1,0 +1,5 @@
+"""``python -m ttsopt.cli``: the ``ttsopt`` command."""
+
+from . import main
+
+main()
