@@ -104,21 +104,28 @@ def binned_plans(router: Host, plan: CascadePlan, questions: list[str],
             for (n, _), b, sc in zip(fitted, which, score)]
 
 
-def level_plans(router: Host, plan: CascadePlan, questions: list[str],
-                fitted: Sequence[tuple[int, StagePlan]]) -> list[QuestionPlan]:
-    """Each question's stage for the level the artifact's level model predicts from its text; a level
-    without a stage takes the budget's."""
+def predict_levels(router: Host, questions: list[str]) -> tuple[Any, Any]:
+    """Each question's level and its probability, as the artifact's level model reads them from the
+    text statistics and the embedding (a router trained with probes runs no probe for this)."""
     model = router.artifact.levels
-    if plan.levels is None or model is None:
-        raise RouterError(f"{router.path}: this router has no level plans (its training data had no levels, "
-                          "or an older ttsopt trained it): use cascade='binned' or 'fitted', or retrain")
-    # the text statistics and the embedding only: a router trained with probes runs no probe for this
+    if model is None:
+        raise RouterError(f"{router.path}: this router has no level model (its training data had no levels)")
     block = text_block(router.pipeline, questions, router._raw_embeddings(questions) if router.n_emb else None)
     names = router.columns[:len(TEXT_COLUMNS) + router.n_emb]
     missing = [c for c in model.columns if c not in names]
     if missing:
         raise RouterError(f"{router.path}: the level model reads {missing}, which the feature pipeline lacks")
-    level, prob = model.predict(block[:, [names.index(c) for c in model.columns]])
+    return model.predict(block[:, [names.index(c) for c in model.columns]])
+
+
+def level_plans(router: Host, plan: CascadePlan, questions: list[str],
+                fitted: Sequence[tuple[int, StagePlan]]) -> list[QuestionPlan]:
+    """Each question's stage for the level the artifact's level model predicts from its text; a level
+    without a stage takes the budget's."""
+    if plan.levels is None or router.artifact.levels is None:
+        raise RouterError(f"{router.path}: this router has no level plans (its training data had no levels, "
+                          "or an older ttsopt trained it): use cascade='binned' or 'fitted', or retrain")
+    level, prob = predict_levels(router, questions)
     out = []
     for (n, stage), lv, pr in zip(fitted, level, prob):
         own = plan.levels.budgets[n].get(str(lv))
@@ -160,14 +167,16 @@ def _check_first(router: Host, questions: list[str], gated: list[int],
 
 
 def run_cascade(router: Host, questions: list[str], budgets: list[Budget], start: float,
-                mode: str) -> list[Solution]:
+                mode: str, plans: Sequence[QuestionPlan] | None = None) -> list[Solution]:
     """The cascade under ``mode`` (one of :data:`~ttsopt.selector.plan.CASCADE_MODES`) for every question;
-    questions whose CoT, escalation or routed budget coincide run as one batched call."""
+    questions whose CoT, escalation or routed budget coincide run as one batched call. ``plans``, each
+    question's stage given by the caller (the deployed default's fixed and per-level modes: no CoT first),
+    replace the fitted ones."""
     from ttsopt.search.compute import Compute
     from ttsopt.search.strategy import Strategy
 
     settings = router._search_settings()
-    plans = question_plans(router, router.plan, questions, budgets, mode)
+    plans = list(plans) if plans is not None else question_plans(router, router.plan, questions, budgets, mode)
     taus = [p.gate_tau(mode) for p in plans]
     gated = [i for i, t in enumerate(taus) if t is not None]
     first = _check_first(router, questions, gated, settings) if gated else {}
@@ -231,4 +240,5 @@ def run_cascade(router: Host, questions: list[str], budgets: list[Budget], start
     return out
 
 
-__all__ = ["QuestionPlan", "binned_plans", "fitted_stage", "level_plans", "question_plans", "run_cascade"]
+__all__ = ["QuestionPlan", "binned_plans", "fitted_stage", "level_plans", "predict_levels", "question_plans",
+           "run_cascade"]

@@ -61,7 +61,8 @@ import numpy as np
 from . import binding, choice, inputs, online_cascade, solving
 from .features import Embedder
 from .inputs import REUSING_METHODS, LiveProbe, check_questions
-from .plan import CASCADE_MODES, CascadePlan, PlanError, canonical_mode
+from .deployed import MODES, Deployed, deployed_for
+from .plan import CASCADE_MODES, CascadePlan, PlanError, StagePlan, canonical_mode
 from .records import Budget, Candidate, Decision, RouterError, Solution
 
 #: Raw embeddings kept in memory per router (questions repeat in production traffic).
@@ -340,14 +341,14 @@ class Router:
 
     # -- solving ------------------------------------------------------------------------
 
-    def solve(self, question: str, budget: Budget, *, cascade: bool | str = False) -> Solution:
+    def solve(self, question: str, budget: Budget, *, cascade: bool | str | None = None) -> Solution:
         """Route, then run the chosen search with the pair's policy and PRM: the answer, the decision, the
         trace and the compute actually spent (the probe's included). ``cascade``: verify first (see
         :meth:`solve_many`)."""
         return self.solve_many([question], budget, cascade=cascade)[0]
 
     def solve_many(self, questions: Sequence[str], budget: Budget | Sequence[Budget], *,
-                   cascade: bool | str = False) -> list[Solution]:
+                   cascade: bool | str | None = None) -> list[Solution]:
         """Route and solve many questions; questions whose chosen strategies coincide run as one batched
         search call. ``budget`` is one for all or one per question.
 
@@ -370,6 +371,8 @@ class Router:
         if len(budgets) != len(questions):
             raise RouterError(f"{len(budgets)} budgets for {len(questions)} questions")
         start = time.perf_counter()
+        if cascade is None:
+            return self._solve_deployed(questions, budgets, start)
         if cascade:
             try:
                 mode = canonical_mode(cascade if cascade is not True else self.default_cascade_mode)
@@ -389,6 +392,49 @@ class Router:
                 decisions[i] = ds[j]
                 probes[i] = ps[j] if ps else None
         return self._solve_decided(questions, decisions, probes, start)
+
+    def deployed(self, budget: Budget) -> Deployed:
+        """The mode this pair runs under ``budget`` when the caller names none (:mod:`.deployed`)."""
+        d = deployed_for(self.artifact.manifest, self.pair, choice.check_budget(budget))
+        if MODES[d.mode] is not None and self.plan is None:  # a cascade mode without its plan: the argmax
+            return Deployed("router")
+        if d.mode == "per_level" and (not d.levels or self.artifact.levels is None):
+            return Deployed("best_fixed", d.n, d.strategy, None, d.evidence) if d.strategy else Deployed("router")
+        if d.mode in ("best_fixed", "per_level") and not d.strategy:
+            return Deployed("router")
+        return d
+
+    def _solve_deployed(self, questions: list[str], budgets: list[Budget], start: float) -> list[Solution]:
+        """Each question under its budget's deployed mode; questions of one mode run together."""
+        chosen = [self.deployed(b) for b in budgets]
+        groups: dict[str, list[int]] = {}
+        for i, d in enumerate(chosen):
+            groups.setdefault(d.mode, []).append(i)
+        out: list[Solution | None] = [None] * len(questions)
+        for mode, members in groups.items():
+            qs, bs = [questions[i] for i in members], [budgets[i] for i in members]
+            if mode == "router":
+                sols = self.solve_many(qs, bs, cascade=False)
+            elif MODES[mode] is not None:
+                sols = self.solve_many(qs, bs, cascade=MODES[mode])
+            else:
+                keys = [chosen[i].strategy for i in members]
+                info: list[dict] = [{} for _ in members]
+                if mode == "per_level":
+                    level, prob = online_cascade.predict_levels(self, qs)
+                    for j, i in enumerate(members):
+                        own = (chosen[i].levels or {}).get(str(level[j]))
+                        keys[j] = own or keys[j]
+                        info[j] = {"level": str(level[j]), "level_probability": float(prob[j]),
+                                   "level_plan": own is not None}
+                plans = [online_cascade.QuestionPlan(chosen[i].n, StagePlan(tau=None, escalate=k), extra)
+                         for i, k, extra in zip(members, keys, info)]
+                sols = online_cascade.run_cascade(self, qs, [choice.check_budget(b) for b in bs], start, mode,
+                                                  plans=plans)
+            for i, sol in zip(members, sols):
+                sol.trace["deployed"] = {"mode": mode, "chosen_at_n": chosen[i].n}
+                out[i] = sol
+        return out  # type: ignore[return-value]
 
     def _solve_decided(self, questions, decisions, probes, start) -> list[Solution]:
         """Run each decision's strategy, one batched call per distinct strategy (reusing the probe where the

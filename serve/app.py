@@ -1,10 +1,16 @@
 """The OpenAI-compatible service in front of a :class:`~ttsopt.selector.router.Router`.
 
+Models (:mod:`ttsopt.serve.routers`): every pair of the router is its own model. With one pair
+(or ``--pair``) the model id is the router's name (``router/PAIR`` is accepted too); with several,
+``router/PAIR`` each (e.g. ``router/smollm2-135m+calc``), and a request must name one. A pair's
+models load on its first request.
+
 Endpoints (every POST body may carry one budget field, see :mod:`ttsopt.serve.schemas`:
 ``budget`` = N generations, ``budget_tokens``, ``budget_flops`` or ``target_accuracy``):
 
-* ``POST /v1/chat/completions`` -- OpenAI's chat API. ``model`` is the router's name (404
-  naming the served model otherwise; omitted: the served one); the question is the last ``user``
+* ``POST /v1/chat/completions`` -- OpenAI's chat API. ``model`` is a served model id (404
+  naming the served ones otherwise; omitted: the served one when there is one, else a 400
+  listing them); the question is the last ``user``
   message; the answer is ``choices[0].message.content``; ``usage`` counts the policy's real
   tokens (``prompt_tokens``: the prompt tokens it processed, ``completion_tokens``: every token it
   generated, probe included); the extra ``ttsopt`` field holds ``decision`` (the chosen strategy,
@@ -16,7 +22,7 @@ Endpoints (every POST body may carry one budget field, see :mod:`ttsopt.serve.sc
   ``decisions`` (no search is run; a probe may be).
 * ``POST /v1/solve`` -- the same -> ``solution`` or ``solutions`` (answer, decision, trace,
   compute); ``include_trace: false`` drops the traces.
-* ``GET /v1/models`` (the router's name and pairs), ``GET /healthz`` (always open, no model
+* ``GET /v1/models`` (one entry per served model, with its pair), ``GET /healthz`` (always open, no model
   work), ``GET /metrics`` (Prometheus text: requests by route and status, latency, strategy
   chosen, tokens and FLOPs spent, batch sizes, questions waiting).
 
@@ -41,16 +47,12 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ttsopt.search.engines.policy_server import (
-    BodyLimit,
-    error_response,
-    install_error_handlers,
-    internal_error_response,
-)
+from ttsopt.web import BodyLimit, error_response, install_error_handlers, internal_error_response
 
 from .batching import MicroBatcher, QueueFull
 from .metrics import MetricsMiddleware, ServeMetrics
-from .schemas import ChatRequest, QuestionsRequest, RequestError, budget_of, question_of
+from .routers import ModelRefusal, ServedRouters
+from .schemas import ChatRequest, QuestionsRequest, RequestError, budget_of, question_and_field
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -102,9 +104,11 @@ async def _client_gone(request) -> None:
 
 
 def create_app(router: Any, settings: ServeSettings | None = None, **setting_values: Any):
-    """A FastAPI app serving ``router`` (anything with the Router's ``name``, ``pairs``,
-    ``route_many`` and ``solve_many``) under ``settings`` (or its fields as keywords).
+    """A FastAPI app serving ``router`` under ``settings`` (or its fields as keywords).
 
+    ``router``: a :class:`~ttsopt.serve.routers.ServedRouters` (every pair of a router, each its own
+    model: :func:`~ttsopt.serve.routers.load_served`), or one router object (anything with the
+    Router's ``name``, ``pair``, ``route_many`` and ``solve_many``), served as its one model.
     The API key falls back to ``$TTSOPT_API_KEY``. The app's metrics registry is its own
     (``app.state.metrics.registry``); ``app.state.batcher`` is the micro-batcher.
     """
@@ -116,19 +120,21 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
     if settings is not None and setting_values:
         raise TypeError("pass settings=ServeSettings(...) or its fields as keywords, not both")
     settings = (settings or ServeSettings(**setting_values)).with_env()
-    served = str(router.name)
+    served = ServedRouters.of(router)
     metrics = ServeMetrics.create()
 
     def run(key, payloads):
-        # solve: one call for every budget (solve_many takes one budget per question and batches the
-        # questions whose strategies coincide, whatever budget chose them); route: one call per budget
-        if key[0] == "solve":
+        # key: (op, model id, budget or cascade mode). solve: one call for every budget (solve_many takes
+        # one budget per question and batches the questions whose strategies coincide, whatever budget
+        # chose them); route: one call per budget. Each model (pair) has its own calls.
+        op, model, extra = key
+        _, target = served.resolve(model)
+        if op == "solve":
             questions = [q for q, _ in payloads]
             budgets = [b for _, b in payloads]
             same = all(b == budgets[0] for b in budgets)
-            cascade = {"cascade": key[2]} if key[1:2] == ("cascade",) else {}
-            return router.solve_many(questions, budgets[0] if same else budgets, **cascade)
-        return router.route_many(list(payloads), key[1])
+            return target.solve_many(questions, budgets[0] if same else budgets, cascade=extra)
+        return target.route_many(list(payloads), extra)
 
     batcher = MicroBatcher(run, window_s=settings.batch_window_s, max_batch=settings.max_batch,
                            max_queue=settings.max_queue,
@@ -140,16 +146,17 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         yield
         batcher.close()
 
-    app = FastAPI(title=f"ttsopt router service ({served})", lifespan=lifespan)
+    app = FastAPI(title=f"ttsopt router service ({served.name})", lifespan=lifespan)
     app.state.settings = replace(settings, api_key="***" if settings.api_key else None)
     app.state.metrics = metrics
     app.state.batcher = batcher
     app.state.router = router
+    app.state.served = served
     install_error_handlers(app)
 
-    def check_model(model: str | None):
-        if model is not None and model != served:
-            raise _Refusal(404, f"model {model!r} is not served here; this server serves {served!r}", "NotFoundError")
+    def check_model(model: str | None) -> str:
+        """The model id the request is for (ModelRefusal: unknown, or none named where several are served)."""
+        return served.resolve(model)[0]
 
     def check_questions(questions: list[str]) -> None:
         refusal = settings.count_refusal(len(questions))
@@ -161,16 +168,17 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         if refusal is not None:
             raise RequestError(refusal)
 
-    async def compute(request, op: str, questions: list[str], budget, cascade: bool | str = False):
+    async def compute(request, op: str, model: str, questions: list[str], budget, cascade: bool | str | None = None):
         """Submit the questions and wait for them, or for the client to leave (then None)."""
         if cascade and op != "solve":
             raise RequestError("cascade=true runs the CoT and its check before choosing: use /v1/solve or "
                                "/v1/chat/completions")
         if cascade and cascade is not True and cascade not in CASCADE_MODES:
             raise RequestError(f"cascade must be true, false or one of {', '.join(CASCADE_MODES)}, got {cascade!r}")
-        solve_key = ("solve", "cascade", cascade) if cascade else ("solve",)  # True: the router's default mode
+        # None: the deployed default; False: the argmax; True: the router's default cascade mode
+        solve_key = ("solve", model, cascade)
         key, payloads = (solve_key, [(q, budget) for q in questions]) if op == "solve" else \
-            (("route", budget), list(questions))
+            (("route", model, budget), list(questions))
         try:
             futures = batcher.submit(key, payloads)
         except QueueFull as e:
@@ -195,14 +203,15 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
                 raise _Failed(outcome)
         return outcomes
 
-    async def compute_questions(request, op: str, body: QuestionsRequest) -> tuple[list | None, bool]:
+    async def compute_questions(request, op: str, body: QuestionsRequest) -> tuple[list | None, bool, str]:
         """What /v1/route and /v1/solve share: check the model, the questions and the budget, then
-        :func:`compute` (outcomes None: the client left); ``single``: the body gave one question, not a list."""
-        check_model(body.model)
+        :func:`compute` (outcomes None: the client left); ``single``: the body gave one question, not a
+        list; and the model id that answers."""
+        model = check_model(body.model)
         questions, single = _questions(body)
         check_questions(questions)
         budget = budget_of(body, settings)
-        return await compute(request, op, questions, budget, body.cascade), single
+        return await compute(request, op, model, questions, budget, body.cascade), single, model
 
     def answer_errors(handler):
         """Turn this module's refusals and failures into the OpenAI error shape."""
@@ -212,7 +221,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
         async def wrapped(*args, **kwargs):
             try:
                 return await handler(*args, **kwargs)
-            except _Refusal as e:
+            except (_Refusal, ModelRefusal) as e:
                 return error_response(e.status, e.message, e.kind)
             except RequestError as e:
                 return error_response(400, str(e))
@@ -228,7 +237,8 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": served}
+        return {"status": "ok", "model": served.name} if served.single else \
+            {"status": "ok", "model": served.name, "models": served.listed}
 
     @app.get("/metrics")
     async def metrics_text():
@@ -237,46 +247,55 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
 
     @app.get("/v1/models")
     async def models():
+        now = int(time.time())
+        if served.single:
+            one = served.routers[served.pairs[0]]
+            return {"object": "list", "data": [{
+                "id": served.name, "object": "model", "created": now, "owned_by": "ttsopt",
+                "meta": {"pairs": list(getattr(one, "pairs", []) or []), "pair": served.pairs[0]},
+            }]}
         return {"object": "list", "data": [{
-            "id": served, "object": "model", "created": int(time.time()), "owned_by": "ttsopt",
-            "meta": {"pairs": list(getattr(router, "pairs", []) or []), "pair": getattr(router, "pair", None)},
-        }]}
+            "id": served.model_id(p), "object": "model", "created": now, "owned_by": "ttsopt",
+            "meta": {"router": served.name, "pair": p, "pairs": served.pairs},
+        } for p in served.pairs]}
 
     @app.post("/v1/chat/completions")
     @answer_errors
     async def chat_completions(body: ChatRequest, request: Request):
-        check_model(body.model)
+        model = check_model(body.model)
         if body.stream:
             raise RequestError("stream=true is not supported by this server: the answer is known only once the "
                                "search ends; send stream=false")
         if body.n != 1:
             raise RequestError(f"n={body.n} is not supported: this server returns one answer per question (n=1)")
-        question = question_of(body.messages)
-        check_questions([question])
+        question, where = question_and_field(body.messages)
+        refusal = settings.question_refusal(question, where)
+        if refusal is not None:
+            raise RequestError(refusal)
         budget = budget_of(body, settings)
-        outcomes = await compute(request, "solve", [question], budget, body.cascade)
+        outcomes = await compute(request, "solve", model, [question], budget, body.cascade)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         solution, info = outcomes[0]
-        return chat_response(served, solution, info, include_trace=body.include_trace, metrics=metrics)
+        return chat_response(model, solution, info, include_trace=body.include_trace, metrics=metrics)
 
     @app.post("/v1/route")
     @answer_errors
     async def route(body: QuestionsRequest, request: Request):
-        outcomes, single = await compute_questions(request, "route", body)
+        outcomes, single, model = await compute_questions(request, "route", body)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         decisions = []
         for decision, _info in outcomes:
             metrics.observe_decision(decision)
             decisions.append(decision.to_dict())
-        head = {"object": "ttsopt.route", "model": served}
+        head = {"object": "ttsopt.route", "model": model}
         return {**head, "decision": decisions[0]} if single else {**head, "decisions": decisions}
 
     @app.post("/v1/solve")
     @answer_errors
     async def solve(body: QuestionsRequest, request: Request):
-        outcomes, single = await compute_questions(request, "solve", body)
+        outcomes, single, model = await compute_questions(request, "solve", body)
         if outcomes is None:
             return error_response(CLIENT_CLOSED, "client closed the request", "ClientClosedRequest")
         solutions = []
@@ -289,7 +308,7 @@ def create_app(router: Any, settings: ServeSettings | None = None, **setting_val
                 d.pop("trace", None)
             d["batch_size"] = info.size
             solutions.append(d)
-        head = {"object": "ttsopt.solve", "model": served}
+        head = {"object": "ttsopt.solve", "model": model}
         return {**head, "solution": solutions[0]} if single else {**head, "solutions": solutions}
 
     routes = {r.path for r in app.routes if hasattr(r, "path")}
@@ -353,13 +372,13 @@ class _Failed(Exception):
 def serve_in_background(router: Any, host: str = "127.0.0.1", port: int = 0, **setting_values: Any):
     """``create_app(router)`` under uvicorn in a thread of this process (tests, benchmarks, notebooks);
     ``port=0`` picks a free port. Returns a ``BackgroundServer`` (``.url``, ``.stop()``, a context manager)."""
-    from ttsopt.search.engines.policy_server import start_background
+    from ttsopt.web import start_background
 
-    return start_background(create_app(router, **setting_values), host=host, port=port)
+    return start_background(create_app(router, **setting_values), host=host, port=port, name="ttsopt-serve")
 
 
 def run_server(router: Any, settings: ServeSettings) -> None:
-    """Serve ``router`` under ``settings`` until interrupted (``ttsopt serve``)."""
+    """Serve ``router`` (a ``ServedRouters`` or one router) under ``settings`` until interrupted (``ttsopt serve``)."""
     import uvicorn
 
     settings = settings.with_env()

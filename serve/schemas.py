@@ -16,13 +16,15 @@ escalated where the check fails (``Router.solve_many(cascade=...)``); it needs a
 None of them: the server's default budget (``ServeSettings.default_budget_n``), or a 400 when the
 server has none. Unknown fields are accepted and ignored, as vLLM does, so the OpenAI sampling
 fields (``temperature``, ``max_tokens``, ...) are ignored: the chosen strategy fixes the sampling.
+
+Known fields are typed strictly: ``"budget": "4"`` or ``"budget": true`` is a 400 naming the field,
+not a budget of 4 or 1 (a careless client's slip should not pick a strategy); numbers may be
+integers where a float is expected.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from .settings import ServeSettings
 
@@ -34,41 +36,50 @@ class BudgetFields(BaseModel):
     """The budget fields every POST body may carry (see the module docstring)."""
 
     model_config = ConfigDict(extra="ignore")
-    budget: int | None = Field(None, description="N: generations per problem (strategies with n <= budget)")
-    budget_tokens: float | None = Field(None, description="expected tokens per problem, probe included")
-    budget_flops: float | None = Field(None, description="expected FLOPs per problem, probe included")
-    target_accuracy: float | None = Field(None, description="the cheapest strategy predicted to reach it")
-    cascade: bool | str = Field(False, description="solve: verify the greedy CoT with the PRM first; on doubt "
-                                "escalate as the router decides (true, \"router\") or to the fitted search "
-                                "(\"fitted\")")
+    budget: StrictInt | None = Field(None, description="N: generations per problem (strategies with n <= budget)")
+    budget_tokens: StrictFloat | None = Field(None, description="expected tokens per problem, probe included")
+    budget_flops: StrictFloat | None = Field(None, description="expected FLOPs per problem, probe included")
+    target_accuracy: StrictFloat | None = Field(None, description="the cheapest strategy predicted to reach it")
+    cascade: StrictBool | StrictStr | None = Field(None, description="solve: absent, the pair's deployed default "
+                                "(the mode `ttsopt train` chose by nested cross-fitting); false, the LightGBM "
+                                "argmax; true or a mode, verify the greedy CoT with the PRM first and on doubt "
+                                "escalate as the router decides (\"router\") or to the fitted search (\"fitted\")")
+
+
+class ContentPart(BaseModel):
+    """One OpenAI content part; only ``text`` parts can be answered (others are refused by :func:`question_of`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr
+    text: StrictStr | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: str
+    role: StrictStr
     #: a string, or OpenAI content parts (``[{"type": "text", "text": ...}]``); text parts only
-    content: str | list[dict[str, Any]] | None = None
+    content: StrictStr | list[ContentPart] | None = None
 
 
 class ChatRequest(BudgetFields):
     """``POST /v1/chat/completions``: the question is the last ``user`` message."""
 
-    model: str | None = None
+    model: StrictStr | None = None
     messages: list[ChatMessage]
-    stream: bool = False
-    n: int = 1
+    stream: StrictBool = False
+    n: StrictInt = 1
     #: put the search's trace (candidates, scores, kept paths) into the ``ttsopt`` field
-    include_trace: bool = False
+    include_trace: StrictBool = False
 
 
 class QuestionsRequest(BudgetFields):
     """``POST /v1/route`` and ``POST /v1/solve``: ``question`` (one) or ``questions`` (a list)."""
 
-    model: str | None = None
-    question: str | None = None
-    questions: list[str] | None = None
+    model: StrictStr | None = None
+    question: StrictStr | None = None
+    questions: list[StrictStr] | None = None
     #: /v1/solve only: keep each solution's trace (it can be long)
-    include_trace: bool = True
+    include_trace: StrictBool = True
 
 
 class RequestError(ValueError):
@@ -105,22 +116,32 @@ def budget_of(body: BudgetFields, settings: ServeSettings):
 
 def question_of(messages: list[ChatMessage]) -> str:
     """The text of the last ``user`` message (RequestError if there is none or it is not text)."""
-    for message in reversed(messages):
+    return question_and_field(messages)[0]
+
+
+def question_and_field(messages: list[ChatMessage]) -> tuple[str, str]:
+    """(the text of the last ``user`` message, the field it came from: ``messages[2].content``);
+    RequestError naming the field if there is none or it is not text."""
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
         if message.role != "user":
             continue
+        where = f"messages[{i}].content"
         content = message.content
         if isinstance(content, str):
-            return content
+            return content, where
         if content is None:
-            raise RequestError("the last user message has no content")
+            raise RequestError(f"{where}: the last user message has no content")
         texts = []
-        for part in content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RequestError(f"only text content parts are supported, got type {part.get('type')!r}")
-            texts.append(part["text"])
-        return "\n".join(texts)
+        for j, part in enumerate(content):
+            if part.type != "text":
+                raise RequestError(f"{where}[{j}]: only text content parts are supported, got type {part.type[:50]!r}")
+            if part.text is None:
+                raise RequestError(f"{where}[{j}].text: a text content part needs its text")
+            texts.append(part.text)
+        return "\n".join(texts), where
     raise RequestError("messages has no user message: the question is the last user message")
 
 
-__all__ = ["BUDGET_FIELDS", "BudgetFields", "ChatMessage", "ChatRequest", "QuestionsRequest", "RequestError",
-           "budget_of", "question_of"]
+__all__ = ["BUDGET_FIELDS", "BudgetFields", "ChatMessage", "ChatRequest", "ContentPart", "QuestionsRequest",
+           "RequestError", "budget_of", "question_and_field", "question_of"]

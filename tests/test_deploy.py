@@ -79,3 +79,56 @@ def test_the_default_train_writes_is_the_mode_its_own_nested_comparison_ranked_f
     written = manifest["deployed"]["scripted+calc"]["budgets"]
     assert {n: b["mode"] for n, b in written.items()} == {n: b["mode"] for n, b in deployed.items()}
     assert all("held_out_accuracy" in b["evidence"] for b in written.values())
+
+
+def _router_with(tmp_path, deployed):
+    from router_fixtures import (FIT_PARAMS, FIT_ROUNDS, ScriptedPolicy, fake_encoder, search_settings,
+                                 synthetic_gates, synthetic_table)
+
+    from ttsopt.search.registry import load_prm
+    from ttsopt.selector.router import Router
+    from ttsopt.train.fit.build import write_router
+    from ttsopt.train.fit.tuning import TrainSettings, fit_fixed
+
+    table = synthetic_table(False, count=60, levels=True)
+    settings = TrainSettings(trials=0, folds=3, n_components=2)
+    write_router(table, tmp_path / "r", settings, search=search_settings(False),
+                 fit=fit_fixed(table, settings, FIT_PARAMS, FIT_ROUNDS), gates=synthetic_gates(60),
+                 storage=f"sqlite:///{tmp_path / 'study.sqlite3'}", deployed=deployed)
+    return Router.load(tmp_path / "r", policy=ScriptedPolicy(), prm=load_prm("calc"), encoder=fake_encoder)
+
+
+def _record(mode, **what):
+    return {"scripted+calc": {"format": 1, "kind": "generations",
+                              "budgets": {"4": {"mode": mode, **what, "evidence": {}}}}}
+
+
+def test_solve_runs_the_deployed_mode_unless_the_caller_names_one(tmp_path):
+    from router_fixtures import questions
+
+    from ttsopt.selector.records import Budget
+
+    router = _router_with(tmp_path, _record("best_fixed", strategy="majority:n=2"))
+    q = questions(3)
+    assert router.deployed(Budget(n=8)).mode == "best_fixed"  # chosen at N = 4, the largest N <= 8
+    assert router.deployed(Budget(n=2)).mode == "router"  # nothing chosen at or below N = 2
+    sols = router.solve_many(q, Budget(n=4))
+    assert [s.trace["deployed"]["mode"] for s in sols] == ["best_fixed"] * 3
+    assert [s.decision.strategy for s in sols] == ["majority:n=2"] * 3
+    assert all(s.compute["policy_generated_tokens"] > 0 for s in sols)
+    explicit = router.solve_many(q, Budget(n=4), cascade=False)  # the caller's mode wins: the argmax
+    assert all("deployed" not in s.trace for s in explicit)
+
+
+def test_the_per_level_mode_runs_the_strategy_of_the_level_the_text_shows(tmp_path):
+    from router_fixtures import question_level, questions
+
+    from ttsopt.selector.records import Budget
+
+    router = _router_with(tmp_path, _record("per_level", strategy="cot", levels={"1": "cot", "2": "majority:n=4"}))
+    q = questions(6)
+    sols = router.solve_many(q, Budget(n=4))
+    for question, s in zip(q, sols):
+        want = {"1": "cot", "2": "majority:n=4"}[s.trace["cascade"]["level"]]
+        assert s.decision.strategy == want
+    assert sum(s.trace["cascade"]["level"] == question_level(x) for x, s in zip(q, sols)) >= 4
