@@ -5,8 +5,12 @@ vLLM backend is imported only on machines that have vLLM.
 
 Policy specs: a preset (``smollm2-135m``, ``gemma3-270m``), ``hf:PATH_OR_NAME``,
 a ``.gguf`` path (all on transformers), ``llamacpp:PRESET_OR_GGUF`` (llama.cpp),
-``openai:BASE_URL#MODEL`` or ``vllm:MODEL``.
-PRM specs: ``calc``, ``judge:POLICY_SPEC`` (``judge:llamacpp:PRESET_OR_GGUF`` on llama.cpp),
+``openai:BASE_URL#MODEL[?option=value&...]`` or ``vllm:MODEL[?engine_arg=value&...]``.
+An OpenAI spec's options are :class:`OpenAIPolicy` keywords (:data:`OPENAI_SPEC_OPTIONS`); the one
+most servers need is ``num_parameters`` (``openai:http://127.0.0.1:8080/v1#smollm2?num_parameters=135e6``):
+llama-cpp-python's server, vLLM and SGLang do not report a model's size, and FLOPs need it.
+PRM specs: ``calc``, ``judge:POLICY_SPEC`` (``judge:llamacpp:PRESET_OR_GGUF`` on llama.cpp; a judge
+over ``openai:`` or ``vllm:`` is refused: it reads the next-token distribution at one position),
 ``math-shepherd:PATH``, ``rlhflow:PATH``, ``skywork:PATH``, ``qwen-prm:PATH``.
 
 An *engine* (one of :data:`ENGINES`) can be chosen for a whole sweep without renaming
@@ -28,6 +32,12 @@ ENGINES = ("transformers", "llamacpp")
 
 #: Constructor arguments that say where and how to hold weights; a PRM without weights ignores them.
 WEIGHT_PLACEMENT = ("device", "dtype")
+
+#: ``OpenAIPolicy`` keywords an ``openai:`` spec may carry after ``?`` (``tokenizer`` and ``name`` are
+#: text, the rest numbers or true/false). ``api_key`` is not among them: a spec is written into every
+#: run's rows and a sweep's config, so a key in it would be too; pass ``api_key=`` in code.
+OPENAI_SPEC_OPTIONS = ("num_parameters", "tokenizer", "name", "timeout_s", "max_concurrency", "prompts_per_request",
+                       "logprobs", "max_retries", "retry_backoff_s")
 
 
 def policy_backend(spec: str) -> str:
@@ -61,18 +71,59 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         kwargs.pop("device", None)  # llama.cpp here is a CPU engine
         return LlamaCppPolicy(rest, **kwargs)
     if backend == "openai":
-        from .engines.openai_policy import OpenAIPolicy
+        from .engines.openai_policy import OpenAIPolicy, UnknownParameterCount
 
-        base_url, _, model = rest.partition("#")
-        if not model:
-            raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL, got {spec!r}")
-        policy = OpenAIPolicy(base_url, model, **kwargs)
-        policy.num_parameters  # an unknown size fails here, at load, not as 0 FLOPs in every row
+        base_url, model, options = openai_spec_parts(spec)
+        policy = OpenAIPolicy(base_url, model, **{**options, **kwargs})
+        try:
+            policy.num_parameters  # an unknown size fails here, at load, not as 0 FLOPs in every row
+        except UnknownParameterCount as e:
+            policy.close()
+            raise UnknownParameterCount(e.reason, f"pass ?num_parameters=... in the spec, e.g. "
+                                                  f"{_with_option(spec, 'num_parameters=135e6')}") from None
         return policy
     from .engines.vllm_policy import VLLMPolicy
 
     model, options = _engine_options(rest, spec)
     return VLLMPolicy(model, **{**options, **kwargs})
+
+
+def openai_spec_parts(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``openai:BASE_URL#MODEL?num_parameters=135e6&tokenizer=smollm2-135m`` -> (base URL, model, options).
+
+    Options are :data:`OPENAI_SPEC_OPTIONS`, read as :func:`_engine_options` reads vLLM's engine
+    arguments; ``num_parameters`` may be written ``135e6`` (a whole number, however spelt).
+    """
+    kind, _, rest = spec.partition(":")
+    if kind != "openai":
+        raise ValueError(f"not an openai policy spec: {spec!r}")
+    base_url, _, tail = rest.partition("#")
+    model, _, query = tail.partition("?")
+    if not model:
+        raise ValueError(f"openai policy spec needs a model name: openai:BASE_URL#MODEL[?num_parameters=N], got {spec!r}")
+    _, options = _engine_options(f"{model}?{query}", spec)
+    unknown = sorted(set(options) - set(OPENAI_SPEC_OPTIONS))
+    if unknown:
+        raise ValueError(f"{spec!r}: unknown option(s) {', '.join(unknown)} after '?'; an openai spec takes "
+                         f"{', '.join(OPENAI_SPEC_OPTIONS)}")
+    for key in ("tokenizer", "name"):
+        if key in options:
+            options[key] = str(options[key])
+    if "num_parameters" in options:
+        options["num_parameters"] = _whole_number(options["num_parameters"], "num_parameters", spec)
+    return base_url, model, options
+
+
+def _whole_number(value: Any, key: str, spec: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value <= 0 \
+            or value == float("inf") or int(value) != value:
+        raise ValueError(f"{spec!r}: {key} must be a positive whole number (e.g. 135e6 or 135000000), got {value!r}")
+    return int(value)
+
+
+def _with_option(spec: str, option: str) -> str:
+    """``spec`` with ``option`` (``key=value``) added to its query."""
+    return f"{spec}{'&' if '?' in spec.partition('#')[2] else '?'}{option}"
 
 
 def _engine_options(rest: str, spec: str) -> tuple[str, dict[str, Any]]:
@@ -136,6 +187,13 @@ def load_prm(spec: str, **kwargs: Any) -> PRM:
     if not rest:
         raise ValueError(f"PRM spec {spec!r} needs a model: {family}:PATH_OR_NAME")
     if family == "judge":
+        remote = rest.partition(":")[0]
+        if remote in ("openai", "vllm"):
+            raise ValueError(
+                f"PRM spec {spec!r}: a judge over {remote}: is not supported; the judge reads P(Yes) and P(No) from "
+                "the next-token distribution at one position, which it computes in-process. Run the judge on a "
+                "local model (judge:PRESET, judge:llamacpp:PRESET_OR_GGUF, judge:PATH_OR_GGUF) or use --prm calc; "
+                f"the policy may stay on {remote}:")
         from .prm.judge import JudgePRM
 
         return JudgePRM(rest, **kwargs)

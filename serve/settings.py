@@ -100,8 +100,16 @@ class ServeSettings:
         """Why a budget of ``value`` in ``kind`` (n, tokens, flops) is refused, or None."""
         limit = {"n": self.max_budget_n, "tokens": self.max_budget_tokens, "flops": self.max_budget_flops}[kind]
         if value > limit:
-            return f"budget {kind}={value:g} over this server's limit max_budget_{kind}={limit:g}"
+            return f"budget {kind}={_shown(value)} over this server's limit max_budget_{kind}={limit:g}"
         return None
+
+
+def _shown(value: float) -> str:
+    """``value`` in ``%g``; an integer too large for a float (a JSON ``1e400`` written out) says so."""
+    try:
+        return f"{float(value):g}"
+    except OverflowError:
+        return "(an integer over 1e308)"
 
 
 __all__ = ["ServeSettings", "API_KEY_ENV"]

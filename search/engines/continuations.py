@@ -1,5 +1,9 @@
-"""What every local backend shares around ``generate``: argument checks, continuation ids and
-the greedy shortcut (one completion computed, copied n times).
+"""What every backend shares around ``generate``: the preamble (:func:`begin_generate`: argument
+checks, the stop strings an engine or server is told, per-prompt seeds), continuation ids and the
+greedy shortcut (one completion computed, copied n times).
+
+Every policy -- transformers, llama.cpp, vLLM, OpenAI-compatible -- starts ``generate`` with
+``call = begin_generate(prompts, params, end_markers)`` and returns ``[]`` when ``call.empty``.
 
 A prompt that is an earlier prompt plus one of its completions (the next step of a tree
 search) must continue from the token ids that were generated, not from a re-tokenisation
@@ -9,6 +13,7 @@ of the text (see ``TransformersPolicy.encode_prompt`` for the SmolLM2 case that 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..types import Completion, SamplingParams
@@ -54,9 +59,64 @@ def check_generate_args(prompts: Sequence[str], params: SamplingParams) -> list[
     """The prompts as a list, after the checks every backend makes the same way."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a sequence of strings, not a single string")
-    if any(not s for s in params.stop):
-        raise ValueError(f"stop strings must be non-empty, got {params.stop!r}")
-    return list(prompts)
+    prompts = list(prompts)
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompts must be strings; prompt {i} is {type(p).__name__}")
+    if any(not isinstance(s, str) or not s for s in params.stop):
+        raise ValueError(f"stop strings must be non-empty strings, got {params.stop!r}")
+    return prompts
+
+
+def all_stop_strings(stop: Sequence[str], end_markers: Sequence[str]) -> list[str]:
+    """Caller's stop strings first, then end markers not already among them."""
+    out = list(stop)
+    out += [m for m in end_markers if m not in out]
+    return out
+
+
+def prompt_seed(params: SamplingParams, prompt_index: int) -> int | None:
+    """The seed of prompt ``prompt_index`` of a call for engines that take one seed per prompt (vLLM, an
+    OpenAI-compatible server): ``seed + i * n``, so identical prompts of one call (DVTS starts several
+    subtrees from one question) sample differently and sample j of prompt i can be re-drawn as ``+ j``."""
+    return None if params.seed is None else params.seed + prompt_index * params.n
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    """A ``generate`` call after its preamble: the checked prompts and what the engine is told.
+
+    ``stops``: the caller's stop strings, then the prompt format's end markers (a base model starting
+    the next ``Question:``) not among them -- what a server or vLLM must stop at; a local engine's
+    ``StopRule`` tells the two kinds apart itself.
+    """
+
+    prompts: list[str]
+    params: SamplingParams
+    stops: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not self.prompts
+
+    def seed(self, prompt_index: int) -> int | None:
+        """:func:`prompt_seed` of this call."""
+        return prompt_seed(self.params, prompt_index)
+
+    @property
+    def rows_per_prompt(self) -> int:
+        return rows_per_prompt(self.params)
+
+
+def begin_generate(prompts: Sequence[str], params: SamplingParams,
+                   end_markers: Sequence[str] = ()) -> GenerateCall:
+    """The preamble of every backend's ``generate``: :func:`check_generate_args`, then the stop strings.
+
+    A single string as ``prompts`` is a TypeError (it would be read as one prompt per character), as is a
+    prompt that is not a string; an empty stop string is a ValueError (it would match everywhere).
+    """
+    checked = check_generate_args(prompts, params)
+    return GenerateCall(prompts=checked, params=params, stops=all_stop_strings(params.stop, end_markers))
 
 
 def check_encoded(encoded: Sequence[Sequence[int]]) -> None:
@@ -88,5 +148,6 @@ def fill_greedy(computed: list[Completion], params: SamplingParams) -> list[Comp
     return [first] + [Completion(**vars(first)) for _ in range(params.n - 1)]
 
 
-__all__ = ["CONTINUATION_CACHE_SIZE", "ContinuationIds", "check_generate_args", "check_encoded",
-           "rows_per_prompt", "completions_per_row", "fill_greedy"]
+__all__ = ["CONTINUATION_CACHE_SIZE", "ContinuationIds", "GenerateCall", "all_stop_strings", "begin_generate",
+           "check_generate_args", "check_encoded", "prompt_seed", "rows_per_prompt", "completions_per_row",
+           "fill_greedy"]

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 from .models import PRESETS, count_parameters, load_causal_lm
 from .prompts import PromptFormat, default_format
 from .shared_prefix import inverse_cdf_draw as _inverse_cdf_draw, sampling_weights
-from .continuations import (ContinuationIds, check_encoded, check_generate_args, completions_per_row,
-                            fill_greedy, rows_per_prompt)
+from .continuations import (ContinuationIds, begin_generate, check_encoded, completions_per_row, fill_greedy,
+                            rows_per_prompt)
 from .stopping import StopRule
 from ..types import Completion, Generation, SamplingParams
 
@@ -273,9 +273,10 @@ class TransformersPolicy:
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  progress: ProgressFn | None = None) -> list[Generation]:
         """Sample ``params.n`` completions per prompt; greedy (temperature 0) computes one and copies it."""
-        prompts = check_generate_args(prompts, params)
-        if not prompts:
+        call = begin_generate(prompts, params, self.prompt_format.end_markers)
+        if call.empty:
             return []
+        prompts = call.prompts
         encoded = [self.encode_prompt(p) for p in prompts]
         check_encoded(encoded)
         copies = rows_per_prompt(params)

@@ -24,8 +24,8 @@ import numpy as np
 from .llamacpp_engine import LlamaCppEngine, resolve_gguf
 from .models import PRESETS
 from .prompts import PromptFormat, chat_format, plain_format
-from .continuations import (ContinuationIds, check_encoded, check_generate_args, completions_per_row,
-                            fill_greedy, rows_per_prompt)
+from .continuations import (ContinuationIds, begin_generate, check_encoded, completions_per_row, fill_greedy,
+                            rows_per_prompt)
 from .stopping import StopRule
 from ..types import Completion, Generation, SamplingParams
 
@@ -177,9 +177,10 @@ class LlamaCppPolicy:
 
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  progress: ProgressFn | None = None) -> list[Generation]:
-        prompts = check_generate_args(prompts, params)
-        if not prompts:
+        call = begin_generate(prompts, params, self.prompt_format.end_markers)
+        if call.empty:
             return []
+        prompts = call.prompts
         encoded = [self.encode_prompt(p) for p in prompts]
         check_encoded(encoded)
         copies = rows_per_prompt(params)

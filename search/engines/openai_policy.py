@@ -24,11 +24,31 @@ What the OpenAI API loses and how it is recovered:
 Seeds: each prompt gets its own seed (``seed + i * n`` for prompt ``i``) because vLLM
 gives every prompt of a request the same seed, so two identical prompts (DVTS starts
 several subtrees from one question) would otherwise get identical samples.
+
+What a server lacks is made up for, and said once in the log (``WARNING``), never silently:
+
+* ``n`` ignored (llama-cpp-python's server returns one choice whatever ``n`` is): the missing
+  samples are drawn with separate requests, sample ``j`` with seed ``seed + j``; each re-sends the
+  prompt, and whether it is processed again is up to the server's prefix cache (llama.cpp keeps
+  the last prompt's KV, so a prompt's top-up requests reuse it);
+* ``logprobs`` not returned: ``Completion.logprob`` is ``None`` (a probe's log-probability
+  features are then missing) and, with several stop strings, which one matched may be unknown;
+* a request field the server refuses by name (a 400/422 whose message names ``seed`` or
+  ``logprobs``): the field is dropped from this and every later request (without ``seed`` the
+  samples are not reproducible).
+
+llama-cpp-python's server also answers any ``model`` name with the one model it loaded and does not
+report the model's size: give ``num_parameters`` (in a spec: ``#MODEL?num_parameters=135e6``). It
+computes logprobs in Python over the whole vocabulary, which made SmolLM2-135M 3-5x slower there
+(22 against 65-135 tokens/s on two cores); ``?logprobs=false`` turns them off where nothing reads
+``Completion.logprob`` (the samples stay the same; only logprobs are lost, and a stop string among
+several may be reported as EOS).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +57,7 @@ from typing import Any, Sequence
 
 import httpx
 
+from .continuations import GenerateCall, all_stop_strings, begin_generate
 from .prompts import PromptFormat, default_format, plain_format
 from ..types import Completion, Generation, SamplingParams
 
@@ -58,7 +79,15 @@ class OpenAIServerError(RuntimeError):
 
 
 class UnknownParameterCount(ValueError):
-    """The server does not say how large the model is, and the caller did not either."""
+    """The server does not say how large the model is, and the caller did not either.
+
+    One line: ``reason`` (what went wrong), then ``how`` (what to pass). The registry replaces ``how``
+    with the spec's own way (``?num_parameters=...``).
+    """
+
+    def __init__(self, reason: str, how: str = "pass num_parameters= (FLOPs are charged per parameter)"):
+        super().__init__(f"{reason}; {how}")
+        self.reason, self.how = reason, how
 
 
 class OpenAIPolicy:
@@ -113,9 +142,18 @@ class OpenAIPolicy:
         if prompt_format.chat and self.tokenizer is None:
             raise ValueError("a chat prompt format needs tokenizer= (a local path or preset with a chat template)")
         self.prompt_format = prompt_format
+        if num_parameters is not None:
+            if isinstance(num_parameters, bool) or not isinstance(num_parameters, (int, float)) \
+                    or num_parameters != num_parameters or num_parameters <= 0 or int(num_parameters) != num_parameters:
+                raise ValueError(f"num_parameters must be a positive whole number, got {num_parameters!r}")
+            num_parameters = int(num_parameters)
         self._num_parameters = num_parameters
         self._lock = threading.Lock()
         self._warned_split = False
+        #: what this server was found to lack (a warning was logged when each was found)
+        self.degraded: set[str] = set()
+        #: request fields this server refused by name, dropped from every request since
+        self._dropped: set[str] = set()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=timeout_s, headers=headers,
@@ -135,16 +173,17 @@ class OpenAIPolicy:
         return self.prompt_format.render(question, self.tokenizer)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
-        prompts = list(prompts)
-        if not prompts:
+        call = begin_generate(prompts, params, self.prompt_format.end_markers)
+        if call.empty:
             return []
+        prompts = call.prompts
         k = self.prompts_per_request
         starts = list(range(0, len(prompts), k))
         if len(starts) == 1:
-            chunks = [self._generate_chunk(prompts, 0, params)]
+            chunks = [self._generate_chunk(call, prompts, 0)]
         else:
             with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(starts))) as pool:
-                chunks = list(pool.map(lambda s: self._generate_chunk(prompts[s:s + k], s, params), starts))
+                chunks = list(pool.map(lambda s: self._generate_chunk(call, prompts[s:s + k], s), starts))
         return [g for chunk in chunks for g in chunk]
 
     # -- plumbing --------------------------------------------------------------------
@@ -162,20 +201,24 @@ class OpenAIPolicy:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _generate_chunk(self, prompts: list[str], start: int, params: SamplingParams) -> list[Generation]:
+    def _generate_chunk(self, call: GenerateCall, prompts: list[str], start: int) -> list[Generation]:
         """One request for ``prompts``; tops up choices when a server ignores ``n``."""
-        stops = all_stop_strings(params.stop, self.prompt_format.end_markers)
+        params, stops = call.params, call.stops
         single = len(prompts) == 1
-        seed = None if params.seed is None else params.seed + start * params.n
+        seed = call.seed(start)
         body = self._body(prompts[0] if single else prompts, params, stops, params.n, seed)
-        gens = self._parse(self._request("POST", "/v1/completions", body), len(prompts), params)
+        gens = self._parse(self._complete(body), len(prompts), params)
         if single:
             gen = gens[0]
+            if 0 < len(gen.completions) < params.n:
+                self._degrade("n", "%s returned %d choice(s) for n=%d: it ignores n; drawing the other samples "
+                              "with separate requests (seed + j for sample j; each re-sends the prompt)",
+                              self.base_url, len(gen.completions), params.n)
             while len(gen.completions) < params.n:  # e.g. a llama.cpp server that returns one choice
                 have = len(gen.completions)
                 more = None if seed is None else seed + have
                 body = self._body(prompts[0], params, stops, params.n - have, more)
-                extra = self._parse(self._request("POST", "/v1/completions", body), 1, params, allow_short=True)[0]
+                extra = self._parse(self._complete(body), 1, params, allow_short=True)[0]
                 if not extra.completions:
                     raise OpenAIServerError(f"{self.base_url} returned no choices for a prompt")
                 gen.completions += extra.completions
@@ -199,7 +242,32 @@ class OpenAIPolicy:
         if self.logprobs:
             body["logprobs"] = 1
         body.update(self.extra_body)
+        for name in self._dropped:
+            body.pop(name, None)
         return body
+
+    def _complete(self, body: dict) -> dict:
+        """POST /v1/completions; a 400/422 that names an optional field drops it (logged) and retries."""
+        while True:
+            try:
+                return self._request("POST", "/v1/completions", body)
+            except OpenAIServerError as e:
+                field = _refused_field(e, body)
+                if field is None:
+                    raise
+                with self._lock:
+                    self._dropped.add(field)
+                self._degrade(field, "%s refused the request field %r (%s); sending requests without it from now "
+                              "on%s", self.base_url, field, _one_line(e)[:200], _DROP_EFFECT[field])
+                body = {k: v for k, v in body.items() if k != field}
+
+    def _degrade(self, feature: str, message: str, *args: Any) -> None:
+        """Log, once per feature, what this server lacks and what is done instead."""
+        with self._lock:
+            if feature in self.degraded:
+                return
+            self.degraded.add(feature)
+        log.warning(message, *args)
 
     def _parse(self, response: dict, n_prompts: int, params: SamplingParams, allow_short: bool = False):
         count = None
@@ -210,6 +278,12 @@ class OpenAIPolicy:
             response, n_prompts=n_prompts, n=params.n, stop=params.stop,
             end_markers=self.prompt_format.end_markers, count_tokens=count, allow_short=allow_short,
         )
+        ours = any(isinstance(c, dict) and "ttsopt" in c for c in response.get("choices") or [])  # exact already
+        if self.logprobs and not ours and "logprobs" not in self._dropped and any(
+                c.logprob is None and c.tokens > 0 for g in gens for c in g.completions):
+            self._degrade("logprobs", "%s returned no logprobs though asked: Completion.logprob is None (the probes' "
+                          "log-probability features will be missing) and, with several stop strings, which one "
+                          "matched may not be known", self.base_url)
         if estimated and not self._warned_split:
             self._warned_split = True
             log.warning("%s reports no per-choice token counts; splitting usage.completion_tokens by text "
@@ -249,24 +323,38 @@ class OpenAIPolicy:
             entries = self.models()
         except OpenAIServerError as e:
             raise UnknownParameterCount(f"could not ask {self.base_url} for the parameter count of {self.model!r} "
-                                        f"({e}); pass num_parameters= (FLOPs are charged per parameter)") from e
+                                        f"({_one_line(e)}; is the server running?)") from e
+        if not isinstance(entries, list):
+            entries = []
         for entry in entries:
-            if entry.get("id") == self.model or len(entries) == 1:
+            if isinstance(entry, dict) and (entry.get("id") == self.model or len(entries) == 1):
                 found = parameters_from_model_entry(entry)
                 if found:
                     return found
-        raise UnknownParameterCount(f"{self.base_url} does not report the parameter count of {self.model!r}; "
-                                    "pass num_parameters= (FLOPs are charged per parameter)")
+        served = ", ".join(repr(e.get("id")) for e in entries[:5] if isinstance(e, dict))
+        raise UnknownParameterCount(f"{self.base_url} does not report the parameter count of {self.model!r} "
+                                    f"(its /v1/models lists {served or 'nothing'})")
 
 
 # -- pure helpers (unit-tested without a server) ---------------------------------------
 
+#: optional request fields a server may refuse by name, and what dropping each costs
+_DROP_EFFECT = {
+    "seed": ": samples are no longer reproducible",
+    "logprobs": ": Completion.logprob is None and a stop string among several may not be told from EOS",
+}
 
-def all_stop_strings(stop: Sequence[str], end_markers: Sequence[str]) -> list[str]:
-    """Caller's stop strings first, then end markers not already among them."""
-    out = list(stop)
-    out += [m for m in end_markers if m not in out]
-    return out
+
+def _refused_field(error: "OpenAIServerError", body: dict) -> str | None:
+    """The optional field a 400/422 names (``seed`` or ``logprobs``), if the body sent it. (A server that
+    cannot do ``n`` ignores it, and the choices are topped up; a 400 naming ``n`` is a limit, kept.)"""
+    if error.status_code not in (400, 422):
+        return None
+    text = str(error).lower()
+    for name in _DROP_EFFECT:
+        if name in body and re.search(rf"(?<![a-z_]){name}(?![a-z_])", text.split("->", 1)[-1]):
+            return name
+    return None
 
 
 def settle_stop(text: str, matched: str | None, stop: Sequence[str], end_markers: Sequence[str],
@@ -425,6 +513,10 @@ def load_tokenizer(spec: str):
     except OSError as e:
         known = ", ".join(PRESETS)
         raise ValueError(f"no local tokenizer at {spec!r} (a folder, a .gguf file or a preset: {known})") from e
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _api_root(base_url: str) -> str:

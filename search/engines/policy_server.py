@@ -25,18 +25,21 @@ client, so a request is bounded (:class:`ServerLimits`: ``n``, ``max_tokens``, p
 samples per request, body bytes); a request past a bound is refused with a 4xx that names
 the bound and its value. A failure inside the model answers 500 with a generic message and a
 request id, and the exception is logged here with that id: its text may describe the host
-(paths, memory, library internals) and is no business of a remote client.
+(paths, memory, library internals) and is no business of a remote client. The error shape,
+the body limit and the background server are ``ttsopt.web``'s (shared with ``ttsopt serve``).
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the request model class
 # defined inside create_app, not a string it cannot resolve.
-import asyncio
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass, fields
 from typing import Any
+
+from ttsopt.web import (BackgroundServer, BodyLimit, error_response, install_error_handlers,
+                        internal_error_response, start_background)
 
 from ..types import Policy, SamplingParams
 
@@ -81,87 +84,6 @@ class ServerLimits:
         return None
 
 
-class _BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is refused with 413 before it is parsed.
-
-    A declared ``Content-Length`` is checked up front; a chunked body is counted as it arrives
-    (an ``HTTPException`` raised while FastAPI reads the body reaches the app's handler).
-    """
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def message(self) -> str:
-        return f"request body exceeds this server's limit max_body_bytes={self.max_bytes}"
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _error(413, self.message(), "RequestTooLargeError")(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    from fastapi import HTTPException
-
-                    raise HTTPException(413, self.message())
-            return message
-
-        await self.app(scope, counted, send)
-
-
-def _error(status: int, message: str, kind: str = "BadRequestError", **extra: Any):
-    """An OpenAI-shaped error response: ``{"error": {"message", "type", "code", ...}}``."""
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "code": status, **extra}})
-
-
-_ERROR_KINDS = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
-                405: "MethodNotAllowedError", 413: "RequestTooLargeError", 503: "ServiceUnavailableError"}
-
-
-def internal_error_response(logger: logging.Logger, doing: str, server: str):
-    """500 with a generic message and a fresh request id; the current exception is logged under that id.
-
-    Call it inside an ``except`` block. Shared by this server and ``ttsopt serve``.
-    """
-    request_id = f"req-{uuid.uuid4().hex[:16]}"
-    logger.exception("%s: request %s failed", server, request_id)
-    return _error(500, f"internal error while {doing} (request id {request_id}); "
-                       "the server's log has the details", "InternalServerError", request_id=request_id)
-
-
-def install_error_handlers(app) -> None:
-    """Answer FastAPI's HTTP and validation errors in the OpenAI error shape (validation: 400, naming the fields).
-
-    Shared by this server and ``ttsopt serve``.
-    """
-    from fastapi import Request
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), _ERROR_KINDS.get(exc.status_code, "HTTPError"))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError):
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
-                 for e in exc.errors()]
-        return _error(400, "; ".join(parts))
-
-
 def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerLimits | None = None,
                **limit_values: int):
     """A FastAPI app serving ``policy`` as model ``model_name`` (default ``policy.name``).
@@ -179,7 +101,7 @@ def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerL
     lock = threading.Lock()
     app = FastAPI(title=f"ttsopt policy server ({served})")
     app.state.limits = limits
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     class CompletionRequest(BaseModel):
         # Unknown OpenAI fields (echo, user, ...) are accepted and ignored, as vLLM does.
@@ -195,7 +117,7 @@ def create_app(policy: Policy, *, model_name: str | None = None, limits: ServerL
         logprobs: int | None = None
         stream: bool = False
 
-    error = _error  # the module's, named as the handlers below read
+    error = error_response
 
     def internal_error():
         return internal_error_response(log, "generating", "policy server")
@@ -287,46 +209,9 @@ def _as_list(stop) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-@dataclass
-class BackgroundServer:
-    """A uvicorn server running in a daemon thread; ``url`` is its base URL."""
-
-    url: str
-    server: Any
-    thread: threading.Thread
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout_s)
-
-    def __enter__(self) -> "BackgroundServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def start_background(app, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0) -> BackgroundServer:
-    """Run ``app`` (any ASGI app) with uvicorn in a thread; ``port=0`` picks a free port."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name="policy-server")
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"policy server on {host}:{port} did not start within {timeout_s} s")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    return BackgroundServer(url=f"http://{host}:{bound}", server=server, thread=thread)
-
-
 def serve_in_background(policy: Policy, host: str = "127.0.0.1", port: int = 0, **app_kwargs) -> BackgroundServer:
     """``create_app(policy)`` served from a thread of this process (tests, notebooks)."""
-    return start_background(create_app(policy, **app_kwargs), host=host, port=port)
+    return start_background(create_app(policy, **app_kwargs), host=host, port=port, name="policy-server")
 
 
 def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
@@ -338,10 +223,6 @@ def serve(policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_na
     uvicorn.run(create_app(policy, model_name=model_name, **limits), host=host, port=port, log_level="info")
 
 
-# Shared with ``ttsopt serve`` (ttsopt.serve.app): the body limit, the error shape and handlers.
-BodyLimit = _BodyLimit
-error_response = _error
-
+# ``start_background`` and ``BackgroundServer`` stay importable from here (they are ttsopt.web's).
 __all__ = ["create_app", "completion_response", "serve", "serve_in_background", "start_background",
-           "BackgroundServer", "ServerLimits", "BodyLimit", "error_response", "install_error_handlers",
-           "internal_error_response"]
+           "BackgroundServer", "ServerLimits"]

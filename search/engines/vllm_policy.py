@@ -27,7 +27,8 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from .openai_policy import all_stop_strings, settle_stop
+from .continuations import all_stop_strings, begin_generate, prompt_seed
+from .openai_policy import settle_stop
 from .prompts import PromptFormat, default_format
 from ..types import Completion, Generation, SamplingParams
 
@@ -68,10 +69,11 @@ class VLLMPolicy:
         return self.prompt_format.render(question, self.tokenizer)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
-        prompts = list(prompts)
-        if not prompts:
-            return []
         markers = self.prompt_format.end_markers
+        call = begin_generate(prompts, params, markers)
+        if call.empty:
+            return []
+        prompts = call.prompts
         per_prompt = [self._vllm.SamplingParams(**vllm_sampling_kwargs(params, i, markers, self.logprobs))
                       for i in range(len(prompts))]
         outputs = self.llm.generate(self._engine_inputs(prompts), per_prompt, use_tqdm=False)
@@ -94,7 +96,7 @@ def vllm_sampling_kwargs(params: SamplingParams, prompt_index: int = 0, end_mark
         "max_tokens": params.max_tokens,
         "stop": all_stop_strings(params.stop, end_markers),
         "include_stop_str_in_output": True,
-        "seed": None if params.seed is None else params.seed + prompt_index * params.n,
+        "seed": prompt_seed(params, prompt_index),
     }
     if logprobs is not None:
         kwargs["logprobs"] = logprobs
