@@ -4,7 +4,6 @@ run it) and ``serve`` (the router over HTTP, serve/)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -171,9 +170,9 @@ def serve(
     warmup: bool = typer.Option(True, help="solve one question before listening, so the models load at start-up"),
 ) -> None:
     """Serve the router over HTTP: OpenAI-compatible /v1/chat/completions, /v1/route, /v1/solve, /metrics."""
-    from ttsopt.selector.records import Budget, RouterError
-    from ttsopt.selector.router import Router
+    from ttsopt.selector.records import RouterError
     from ttsopt.serve.app import run_server
+    from ttsopt.serve.routers import load_served
     from ttsopt.serve.settings import ServeSettings
 
     con = console()
@@ -185,15 +184,14 @@ def serve(
                                  max_budget_flops=max_budget_flops, default_budget_n=default_budget or None)
     except ValueError as e:
         fail(str(e), con)
-    try:
-        r = Router.load(router, pair=pair, engine=engine, device=device, policy_spec=policy, prm_spec=prm, seed=seed)
-        if warmup:
-            started = time.perf_counter()
-            r.solve("What is 1 + 1?", Budget(n=1))
-            con.print(f"models loaded and warm ({time.perf_counter() - started:.1f} s)")
+    try:  # every pair of the router as its own model (router/PAIR), or only --pair
+        served = load_served(router, pair=pair, engine=engine, device=device, policy_spec=policy, prm_spec=prm,
+                             seed=seed, warmup=warmup)
     except RouterError as e:
         fail(str(e), con)
+    if served.warm_seconds is not None:
+        con.print(f"models loaded and warm ({served.warm_seconds:.1f} s)")
     auth = "API key required" if settings.api_key else "no API key"
-    con.print(f"serving router [bold]{r.name}[/] ({r.pair}) on http://{host}:{port}/v1 ({auth}; "
+    con.print(f"serving {served.describe()} on http://{host}:{port}/v1 ({auth}; "
               f"batch window {settings.batch_window_ms:g} ms)")
-    run_server(r, settings)
+    run_server(served, settings)

@@ -92,11 +92,14 @@ def run(
         fail(str(e), con)
     todo, n_done = pending(probs, out, strat, resume=resume)
     con.print(f"{len(probs)} problems from {problems} ({n_done} already done), strategy {strat.key}")
-    with con.status(f"loading policy {policy} ..."):
-        pol = load_policy(policy, device=device) if _is_local(policy) else load_policy(policy)
-        reward = None
-        if prm and strat.uses_prm:
-            reward = load_prm(prm, device=device)
+    try:
+        with con.status(f"loading policy {policy} ..."):
+            pol = load_policy(policy, device=device) if _is_local(policy) else load_policy(policy)
+            reward = None
+            if prm and strat.uses_prm:
+                reward = load_prm(prm, device=device)
+    except ValueError as e:  # a bad spec, a server that does not say its size: one line that says how
+        fail(str(e), con)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with progress_bar(con, remaining=True) as bar:
@@ -153,8 +156,11 @@ def prm_eval(
 
     con = console()
     examples = load_processbench(data, limit=limit)
-    with con.status(f"loading {prm} ..."):
-        reward = load_prm(prm, device=device)
+    try:
+        with con.status(f"loading {prm} ..."):
+            reward = load_prm(prm, device=device)
+    except ValueError as e:
+        fail(str(e), con)
     with progress_bar(con, remaining=True) as bar:
         task = bar.add_task(f"scoring {len(examples)} solutions", total=len(examples))
         res = evaluate_prm(reward, examples, threshold=threshold,

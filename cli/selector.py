@@ -28,9 +28,14 @@ def train(
     device: str = typer.Option("cpu", help="torch device for --gate-models"),
     tune_metric: str = typer.Option("cross_entropy", help="what Optuna minimises: `cross_entropy` (grouped CV "
                                     "loss) or `regret` (of the router's argmax within each budget N)"),
+    choose_default: bool = typer.Option(True, help="run the nested cross-fitted comparison (router, best fixed, "
+                                        "per-level rule, cascades; adaptive strategies among the options) and "
+                                        "deploy its winner per pair and N (OUT/deployed-eval.json has the evidence); "
+                                        "--no-choose-default deploys the LightGBM argmax, as before"),
 ) -> None:
-    """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; write the router artifact."""
-    from ttsopt.train.fit.build import train_router
+    """Tune (Optuna, TPE, grouped CV) and fit the LightGBM selector; choose the deployed default by a nested
+    comparison; write the router artifact."""
+    from ttsopt.train.evaluation.training import train_deployed
     from ttsopt.train.fit.tuning import TrainSettings
 
     con = console()
@@ -41,14 +46,20 @@ def train(
     except ValueError as e:
         fail(str(e), con)
     with progress_bar(con) as bar:
+        comparison = bar.add_task("comparison: folds fitted", total=folds) if choose_default else None
         task = bar.add_task("Optuna trials", total=trials)
-        manifest = train_router(data, out, settings,
-                                storage=study, progress=lambda done, total: bar.update(task, completed=done),
-                                gate_models=gate_models, device=device)
+        manifest = train_deployed(data, out, settings, storage=study,
+                                  progress=lambda done, total: bar.update(task, completed=done),
+                                  eval_progress=(lambda done, total: bar.update(comparison, completed=done, total=total))
+                                  if choose_default else None,
+                                  gate_models=gate_models, device=device, choose=choose_default)
     m = manifest["metrics"]
     metric = manifest["settings"].get("tune_metric", "cross_entropy")
     con.print(f"router {out}: {m['rows']} rows, {len(manifest['catalogue'])} pairs, cv {metric.replace('_', '-')} "
               f"{m[f'cv_{metric}']:.4f}, {m['trials_in_study']} trials in the study, {m['train_seconds']:.1f} s")
+    for pair, entry in (manifest.get("deployed") or {}).items():
+        modes = ", ".join(f"N={n}: {b['mode']}" for n, b in sorted(entry["budgets"].items(), key=lambda kv: int(kv[0])))
+        con.print(f"deployed default, {pair}: {modes}")
 
 
 #: what an evaluation without --router tunes with where a flag does not say

@@ -1,7 +1,7 @@
 """A tiny real router for tests: trained in seconds on a synthetic table, with scripted models injected.
 
 ``tiny_router(tmp_path)`` returns a :class:`~ttsopt.selector.router.Router` over an artifact written
-by the real training code (``train/build.py`` ``write_router`` with ``train/tuning.py`` ``fit_fixed``:
+by the real training code (``train/fit/build.py`` ``write_router`` with ``train/fit/tuning.py`` ``fit_fixed``:
 the LightGBM fit and the artifact, without the Optuna study's seconds) on a
 table built by the functions the router itself uses (``selector/rows.py``, ``selector/probe.py``),
 with a deterministic scripted policy, the calculator PRM and a hash-based fake encoder injected:
@@ -183,7 +183,7 @@ def synthetic_table(probe: bool = True, count: int = 40, levels: bool = False):
 
 def synthetic_gates(count: int = 40):
     """The calculator PRM's lowest step score on the scripted policy's greedy CoT of each synthetic
-    question (what ``train/cascade.py`` reads from a snapshot's stored CoTs)."""
+    question (what ``train/fit/cascade.py`` reads from a snapshot's stored CoTs)."""
     import pandas as pd
 
     from ttsopt.search import SamplingParams
@@ -215,8 +215,8 @@ def tiny_artifact(probe: bool = True, levels: bool = False) -> Path:
     """The tiny router directory (built once per process, in a temporary folder); ``levels``: trained
     on a table with levels, so it carries a level model and level plans."""
     if (probe, levels) not in _BUILT:
-        from ttsopt.train.build import write_router
-        from ttsopt.train.tuning import TrainSettings, fit_fixed
+        from ttsopt.train.fit.build import write_router
+        from ttsopt.train.fit.tuning import TrainSettings, fit_fixed
 
         name = ("tiny" if probe else "tiny-noprobe") + ("-levels" if levels else "")
         out = Path(tempfile.mkdtemp(prefix="ttsopt-tiny-router-")) / name

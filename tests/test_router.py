@@ -348,14 +348,14 @@ CONFIG = {"name": "route", "problems": "builtin:arith", "pairs": [{"policy": "le
 def swept(tmp_path_factory):
     """A tiny real sweep's snapshot, its training table, and a router trained on it by the real code."""
     from ttsopt.selector.features import Embedder, problem_features
-    from ttsopt.train.build import search_settings, write_router
-    from ttsopt.train.config import config_from_dict
-    from ttsopt.train.snapshot import export_snapshot
-    from ttsopt.train.store import OutcomeStore
-    from ttsopt.train.sweep import run_sweep
-    from ttsopt.train.table import load_training_table
-    from ttsopt.train.tuning import TrainSettings, fit_fixed
-    from ttsopt.train.units import ChunkWorker
+    from ttsopt.train.fit.build import search_settings, write_router
+    from ttsopt.train.sweep.config import config_from_dict
+    from ttsopt.train.sweep.snapshot import export_snapshot
+    from ttsopt.train.sweep.store import OutcomeStore
+    from ttsopt.train.sweep.driver import run_sweep
+    from ttsopt.train.fit.table import load_training_table
+    from ttsopt.train.fit.tuning import TrainSettings, fit_fixed
+    from ttsopt.train.sweep.units import ChunkWorker
 
     tmp = tmp_path_factory.mktemp("route")
     problems = [Problem(f"p{i}", f"How much is {i} plus {i} {'and more ' * (i % 3)}?", str(2 * i), "test",
@@ -427,9 +427,9 @@ def test_online_minilm_features_equal_the_arith_embedded_table():
     problems equal the stored features.parquet; a router fitted on them predicts the offline values."""
     import tempfile
 
-    from ttsopt.train.build import write_router
-    from ttsopt.train.table import load_training_table
-    from ttsopt.train.tuning import TrainSettings, fit_fixed
+    from ttsopt.train.fit.build import write_router
+    from ttsopt.train.fit.table import load_training_table
+    from ttsopt.train.fit.tuning import TrainSettings, fit_fixed
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "arith-embedded"
     table = load_training_table([folder])
