@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ttsopt.selector.decide import bin_of
+from ttsopt.selector.plan import CascadePlan
 
 from ..sweep.snapshot import read_manifest, read_table
 from .pairs import BUDGETS, _Pair, _pair_keys, _pairs
@@ -281,7 +282,9 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
                 "budgets": {str(b): {lv: _plan(c, p, on, ti, si) for lv, (on, ti, si)
                                      in zip(levels, _choose_per_bin(c, rows, which, len(levels), c.n <= b))}
                             for b in map(int, budgets)}}
-    return out
+    # written through the one typed, versioned record the router reads (selector/plan.py), so the two
+    # sides cannot drift: a field the record does not know fails here, at training, not online
+    return {name: CascadePlan.from_dict(entry).to_dict() for name, entry in out.items()}
 
 
 __all__ = ["CASCADE_BINS", "CASCADE_LAMBDAS", "MIN_LEVEL", "NO_LEVEL", "bin_edges", "cot_gates", "fit_cascade",
