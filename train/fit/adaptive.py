@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,26 +265,14 @@ def adaptive_labels(folder: str | Path, grid: Sequence[Strategy | str] = DEFAULT
     pools (one row per stored pool: a pool seed of its own gets rows of its own)."""
     from ttsopt.search.methods.calls import derive_seed
 
-    from ..sweep.snapshot import read_manifest, read_table
-    from .rest import _parameters
+    from ..sweep.snapshot import read_manifest
+    from .rest import scored_pools
 
     folder = Path(folder)
     read_manifest(folder)
     grid = [Strategy.from_key(s) if isinstance(s, str) else s for s in grid]
-    pools = read_table(folder, "pools")
-    params = _parameters(folder)
-    drawn = {(r.policy, r.problem_id, int(r.seed)): r for r in pools[pools["prm"] == ""].itertuples(index=False)}
     rows = []
-    for r in pools[pools["prm"] != ""].itertuples(index=False):
-        pool = drawn.get((r.policy, r.problem_id, int(r.seed)))
-        if pool is None or (r.policy, r.prm) not in params:
-            continue
-        cands, scores = json.loads(pool.candidates), json.loads(r.candidates)
-        if len(cands) != len(scores):
-            raise ValueError(f"{folder}: pool of {r.policy}/{r.problem_id} has {len(cands)} candidates but "
-                             f"{len(scores)} scored by {r.prm}")
-        prompt = float(json.loads(pool.compute)["prompt_tokens"])
-        p_params, prm_params = params[(r.policy, r.prm)]
+    for r, cands, scores, prompt, (p_params, prm_params) in scored_pools(folder):
         estimates = estimate_adaptive(
             [c["answer"] for c in cands], [bool(c["correct"]) for c in cands], [c["tokens"] for c in cands], grid,
             prm_tokens=[s["prm_tokens"] for s in scores], step_scores=[s["step_scores"] for s in scores],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
@@ -37,30 +37,17 @@ def rest_of_budget(folder: str | Path, ns: Sequence[int] = REST_NS) -> pd.DataFr
 
     from ..sweep.config import SweepConfig
     from ..sweep.pooled import PoolItem, estimate_budgets
-    from ..sweep.snapshot import read_manifest, read_table
+    from ..sweep.snapshot import read_manifest
 
     folder = Path(folder)
     fields = read_manifest(folder)["config_fields"]
     rules = [tuple(r) for r in fields["pooled_rules"]]
     n_subsets = int(fields["n_subsets"])
-    pools = read_table(folder, "pools")
-    params = _parameters(folder)
-    drawn = {(r.policy, r.problem_id, int(r.seed)): r for r in pools[pools["prm"] == ""].itertuples(index=False)}
     rows = []
-    for r in pools[pools["prm"] != ""].itertuples(index=False):
-        pool = drawn.get((r.policy, r.problem_id, int(r.seed)))
-        if pool is None or (r.policy, r.prm) not in params:
-            continue
-        cands = json.loads(pool.candidates)
-        scores = json.loads(r.candidates)
-        if len(cands) != len(scores):
-            raise ValueError(f"{folder}: pool of {r.policy}/{r.problem_id} has {len(cands)} candidates but "
-                             f"{len(scores)} scored by {r.prm}")
+    for r, cands, scores, prompt, (p_params, prm_params) in scored_pools(folder):
         graded = {c["answer"]: bool(c["correct"]) for c in cands}
         items = [PoolItem(Candidate(c["text"], split_steps(c["text"]), c["answer"], s["step_scores"], None,
                                     c["finish_reason"]), c["tokens"], s["prm_tokens"]) for c, s in zip(cands, scores)]
-        prompt = float(json.loads(pool.compute)["prompt_tokens"])
-        p_params, prm_params = params[(r.policy, r.prm)]
         for est in estimate_budgets(items, list(ns), rules, lambda a: graded.get(a, False), n_subsets=n_subsets,
                                     seed=derive_seed(int(r.seed), r.problem_id)):
             prm_tokens = est.prm_tokens if est.vote != "majority" else 0.0
@@ -69,6 +56,27 @@ def rest_of_budget(folder: str | Path, ns: Sequence[int] = REST_NS) -> pd.DataFr
                          "label": est.accuracy, "tokens": prompt + est.generated_tokens + prm_tokens,
                          "flops": 2.0 * p_params * (prompt + est.generated_tokens) + 2.0 * prm_params * prm_tokens})
     return pd.DataFrame(rows, columns=list(_COLUMNS))
+
+
+def scored_pools(folder: str | Path) -> Iterator[tuple[Any, list[dict], list[dict], float, tuple[float, float]]]:
+    """Each stored pool of a snapshot with a PRM's scores of it: the PRM's pool row, the pool's candidates,
+    their scores, the prompt's tokens and the pair's (policy, PRM) parameters; what every estimate from the
+    pools (:func:`rest_of_budget`, :mod:`.adaptive`) starts from."""
+    from ..sweep.snapshot import read_table
+
+    folder = Path(folder)
+    pools = read_table(folder, "pools")
+    params = _parameters(folder)
+    drawn = {(r.policy, r.problem_id, int(r.seed)): r for r in pools[pools["prm"] == ""].itertuples(index=False)}
+    for r in pools[pools["prm"] != ""].itertuples(index=False):
+        pool = drawn.get((r.policy, r.problem_id, int(r.seed)))
+        if pool is None or (r.policy, r.prm) not in params:
+            continue
+        cands, scores = json.loads(pool.candidates), json.loads(r.candidates)
+        if len(cands) != len(scores):
+            raise ValueError(f"{folder}: pool of {r.policy}/{r.problem_id} has {len(cands)} candidates but "
+                             f"{len(scores)} scored by {r.prm}")
+        yield r, cands, scores, float(json.loads(pool.compute)["prompt_tokens"]), params[(r.policy, r.prm)]
 
 
 def _parameters(folder: Path) -> dict[tuple[str, str], tuple[float, float]]:
@@ -86,4 +94,4 @@ def load_rest(folders: Sequence[str | Path], ns: Sequence[int] = REST_NS) -> pd.
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(_COLUMNS))
 
 
-__all__ = ["REST_NS", "load_rest", "rest_of_budget"]
+__all__ = ["REST_NS", "load_rest", "rest_of_budget", "scored_pools"]
