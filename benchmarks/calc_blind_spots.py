@@ -1,6 +1,6 @@
 """ProcessBench F1 of the calculator PRM, and where its blind spots are.
 
-    python benchmarks/calc_blind_spots.py --data ../shared/data/processbench_gsm8k.json
+    python benchmarks/calc_blind_spots.py --data PATH/TO/processbench_gsm8k.json
 
 The calculator only sees arithmetic that a step states. For every erroneous solution it
 sorts the first wrong step (ProcessBench's ``label``) into: *caught* (a stated equation
@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench_gsm8k.json"
 
 
 def analyse(examples, prm, threshold: float = 0.5, n_examples: int = 0) -> dict:
@@ -138,7 +137,7 @@ def _print_table(r: dict, out) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"ProcessBench file (default {DEFAULT_DATA})")
+    ap.add_argument("--data", type=Path, required=True, help="a ProcessBench file (processbench_gsm8k.json)")
     ap.add_argument("--limit", type=int, default=None, help="a class-balanced sample of this many (default: all)")
     ap.add_argument("--threshold", type=float, default=0.5, help="a step scored below this is flagged")
     ap.add_argument("--examples", type=int, default=0, metavar="K", help="also list K example ids per category")

@@ -1,7 +1,7 @@
 """ProcessBench F1 of a PRM on one split, with a threshold sweep.
 
     HF_HUB_OFFLINE=1 python benchmarks/processbench_eval.py --prm judge:smollm2-135m \
-        --data ../shared/data/processbench_gsm8k.json --limit 100 --threshold 0.5
+        --data PATH/TO/processbench_gsm8k.json --limit 100 --threshold 0.5
 
 ``--limit`` takes a class-balanced seeded sample (the files are sorted by class);
 ``--first`` takes the first K records instead. Prints one JSON object on stdout.
