@@ -63,13 +63,12 @@ def candidates(p: _Pair, c: _Cascade | None, budget: int, *, gated: bool) -> dic
         out["router"] = router
     if c is None:
         if fits.any():
-            def fixed() -> Outcome:
-                acc = _best_fixed_vector(p, fits)
+            def fixed() -> Outcome:  # the choice made on each fold's training problems, as _best_fixed_vector
                 picks = np.zeros(len(idx), dtype=int)
                 for f in np.unique(p.fold):
                     tr, te = idx[p.fold != f], idx[p.fold == f]
                     picks[te] = _fixed_choice(p.label, p.tokens, tr, fits)
-                return acc, p.tokens[idx, picks], p.flops[idx, picks]
+                return p.label[idx, picks], p.tokens[idx, picks], p.flops[idx, picks]
             out["best_fixed"] = fixed
         return out
     alone = np.zeros_like(c.n, dtype=bool)
