@@ -13,6 +13,7 @@ import numpy as np
 
 from ttsopt.selector.decide import allocate, for_target
 
+from ..fit.folds import outer_folds
 from ..fit.pairs import _fixed_choice, _Pair
 from .metrics import paired_bootstrap
 
@@ -27,8 +28,7 @@ def _allocation(p: _Pair, name: str, score_of_fold: Callable[[int, np.ndarray, n
     :func:`allocate` (greedy) on the predicted accuracies, against the same total spent uniformly
     (the best fixed strategy on the training folds whose expected tokens fit B)."""
     idx = np.arange(len(p.fold))
-    folds = np.unique(p.fold)
-    train_cost = {int(f): p.tokens[p.fold != f].mean(axis=0) for f in folds}
+    train_cost = {f: p.tokens[tr].mean(axis=0) for f, tr, _ in outer_folds(p.fold)}
     lo = max(c.min() for c in train_cost.values())
     hi = max(c.max() for c in train_cost.values())
     out = []
@@ -36,8 +36,7 @@ def _allocation(p: _Pair, name: str, score_of_fold: Callable[[int, np.ndarray, n
     for per_problem in grid:
         alloc, uni = np.zeros(len(idx), dtype=int), np.zeros(len(idx), dtype=int)
         expected_alloc = np.zeros(len(idx))
-        for f in folds:
-            tr, te = idx[p.fold != f], idx[p.fold == f]
+        for f, tr, te in outer_folds(p.fold):
             cost = train_cost[int(f)]
             scores = score_of_fold(int(f), tr, te)
             alloc[te] = allocate(scores, cost, per_problem * len(te) * (1 + 1e-12))
@@ -65,8 +64,7 @@ def _target_mode(p: _Pair, name: str, score_of_fold: Callable[[int, np.ndarray, 
         pick = np.zeros(len(idx), dtype=int)
         reached = np.zeros(len(idx), dtype=bool)
         predicted = np.zeros(len(idx))
-        for f in np.unique(p.fold):
-            tr, te = idx[p.fold != f], idx[p.fold == f]
+        for f, tr, te in outer_folds(p.fold):
             scores = score_of_fold(int(f), tr, te)
             pick[te], reached[te] = for_target(scores, p.tokens[tr].mean(axis=0), target)
             predicted[te] = scores[np.arange(len(te)), pick[te]]

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ttsopt.selector.decide import bin_of
+from ttsopt.selector.plan import default_mode
 
 from ..fit.cascade import (
     CASCADE_LAMBDAS,
@@ -25,6 +26,7 @@ from ..fit.cascade import (
     bin_edges,
     level_plan_is_default,
 )
+from ..fit.folds import outer_folds
 from ..fit.pairs import BUDGETS, _argmax_cheapest, _Pair
 from .curves import _curve_summary, _hull_range
 from .metrics import aiq_difference, gap_recovered, paired_bootstrap
@@ -36,8 +38,7 @@ def _apply(c: _Cascade, p: _Pair, choose) -> tuple[np.ndarray, np.ndarray, np.nd
     idx = np.arange(len(p.fold))
     acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     picks = []
-    for f in np.unique(p.fold):
-        train, test = idx[p.fold != f], idx[p.fold == f]
+    for f, train, test in outer_folds(p.fold):
         t, s = choose(train)
         acc[test], tok[test], fl[test] = c.acc[test, t, s], c.tokens[test, t, s], c.flops[test, t, s]
         esc[test] = ~c.passed[test, t]
@@ -59,8 +60,7 @@ def _binned(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
     cot = p.strategies.index("cot")
     acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     picks = []
-    for f in np.unique(p.fold):
-        train, test = idx[p.fold != f], idx[p.fold == f]
+    for f, train, test in outer_folds(p.fold):
         inner = p.extra[f"inner_pred_{int(f)}"][train, cot]
         edges = bin_edges(inner)
         k = len(edges) + 1
@@ -85,8 +85,7 @@ def cross_fitted_levels(p: _Pair, seed: int = 0) -> np.ndarray | None:
         return None
     idx = np.arange(len(p.fold))
     out = np.empty(len(idx), dtype=object)
-    for f in np.unique(p.fold):
-        train, test = idx[p.fold != f], idx[p.fold == f]
+    for f, train, test in outer_folds(p.fold):
         x = np.nan_to_num(np.asarray(feats[int(f)], dtype=float))
         model = fit_levels(x[train], p.levels[train], [f"x{j}" for j in range(x.shape[1])], seed=seed)
         out[test] = model.predict(x[test])[0]
@@ -102,8 +101,7 @@ def _by_level(c: _Cascade, p: _Pair, allowed: np.ndarray, lam: float = 0.0):
     pred = p.extra["level_pred"]
     acc, tok, fl, esc = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     picks = []
-    for f in np.unique(p.fold):
-        train, test = idx[p.fold != f], idx[p.fold == f]
+    for f, train, test in outer_folds(p.fold):
         levels = sorted(set(p.levels[train]))
         bins = np.array([levels.index(v) for v in p.levels[train]])
         choices = dict(zip(levels, _choose_per_bin(c, train, bins, len(levels), allowed, lam)))
@@ -131,8 +129,7 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     gated[-1] = False
     fits = p.n + 1 <= budget
     fits[cot] = False  # the greedy CoT again is the same answer
-    for f in np.unique(p.fold):
-        train, test = idx[p.fold != f], idx[p.fold == f]
+    for f, train, test in outer_folds(p.fold):
         if not gated.any() or not fits.any():  # no CoT-then-search fits: the plain cascade's choice
             allowed = c.n <= budget
             t, s = _choose(c, train, allowed, lam)
@@ -157,21 +154,20 @@ def _routed(c: _Cascade, p: _Pair, budget: int, lam: float = 0.0):
     return acc, tok, fl, picks, esc
 
 
-#: What ``Router.solve(..., cascade=True)`` runs, as an offline variant: the level plan where the data
-#: has levels, else the binned plan where the evaluation has it, else the one plan per budget
-#: (``plain``, online ``"fitted"``).
+#: The offline variants that ``Router.solve(..., cascade=True)`` can run (``plain`` is online ``"fitted"``).
 DEFAULT_VARIANTS = ("level", "binned", "plain")
 
 
 def default_variant_name(report: dict[str, Any] | None) -> str | None:
     """A pair's cascade report (``report["cascade"]``) -> the name of the variant ``cascade=True`` runs
-    online: the level plan where every level has :data:`MIN_LEVEL` problems, else the binned plan, else
-    the one plan per budget."""
+    online, by the same rule the router applies (:func:`~ttsopt.selector.plan.default_mode`): the level
+    plan where every level has :data:`MIN_LEVEL` problems, else the binned plan, else the one plan per budget."""
     if not report:
         return None
-    usable = [v for v in DEFAULT_VARIANTS if v in report
-              and (v != "level" or report.get("levels", {}).get("default", False))]
-    return usable[0] if usable else None
+    mode = default_mode(levels="level" in report, bins="binned" in report,
+                        level_preferred=bool(report.get("levels", {}).get("default", False)))
+    name = "plain" if mode == "fitted" else mode
+    return name if name in report else None
 
 
 def default_variant(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -197,7 +193,7 @@ def evaluate_cascade(p: _Pair, gate: np.ndarray, prm_tokens: np.ndarray, prm_flo
                   lambda lam: _apply(c, p, lambda tr: _choose(c, tr, everything, lam))),
         "router": (lambda budget: _routed(c, p, budget), lambda lam: _routed(c, p, 10 ** 9, lam)),
     }
-    if all(f"inner_pred_{int(f)}" in p.extra for f in np.unique(p.fold)):
+    if all(f"inner_pred_{f}" in p.extra for f, _, _ in outer_folds(p.fold)):
         variants["binned"] = (lambda budget: _binned(c, p, c.n <= budget), lambda lam: _binned(c, p, everything, lam))
     if p.extra.get("level_pred") is not None:
         variants["level"] = (lambda budget: _by_level(c, p, c.n <= budget),

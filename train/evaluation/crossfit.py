@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..fit.folds import fold_splits
 from ..fit.pairs import _Pair, _pair_keys
 from ..fit.table import fold_lists
 from ..fit.tuning import TrainSettings, predict, tune_and_fit
@@ -85,7 +86,7 @@ def _folds_like(table: pd.DataFrame, fold_of_key: dict[str, int], n_folds: int) 
     if fold.isna().any():
         raise ValueError("the probe table has questions the main table does not")
     fold = fold.to_numpy(dtype=int)
-    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(n_folds)]
+    return fold_splits(fold, n_folds)
 
 
 def load_probe_tables(folders, ks=(1, 2, 4)) -> tuple[dict[int, pd.DataFrame], dict[int, str]]:

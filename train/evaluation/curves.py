@@ -16,6 +16,7 @@ import numpy as np
 
 from ttsopt.selector.decide import penalized
 
+from ..fit.folds import fold_means, outer_folds
 from ..fit.pairs import _argmax_cheapest, _Pair
 from .metrics import compute_multiplier, hull_area
 
@@ -24,19 +25,15 @@ LAMBDAS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
 
 def _curves(p: _Pair) -> dict[str, Any]:
     idx = np.arange(len(p.fold))
-    folds = np.unique(p.fold)
     router_pts, level_pts = [], []
     level_problems = []  # per λ, each problem's (outcome, FLOPs) under the per-level rule: for AIQ CIs
+    cost = fold_means(p.fold, p.tokens)  # expected tokens per strategy from the training folds: known before routing
     for lam in LAMBDAS:
-        cost = np.empty_like(p.tokens)
-        for f in folds:  # expected tokens per strategy from the training folds: known before routing
-            cost[p.fold == f] = p.tokens[p.fold != f].mean(axis=0)
         pick = penalized(p.pred, cost, lam)
         router_pts.append({"lambda": lam, "accuracy": float(p.label[idx, pick].mean()),
                            "flops": float(p.flops[idx, pick].mean())})
         chosen = np.zeros(len(idx), dtype=int)
-        for f in folds:
-            train, test = idx[p.fold != f], idx[p.fold == f]
+        for f, train, test in outer_folds(p.fold):
             for lv in np.unique(p.levels[test]):
                 tr = train[p.levels[train] == lv]
                 tr = tr if len(tr) else train

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..fit.cascade import NO_LEVEL, _Cascade, _choose, _choose_per_bin, _matrices
+from ..fit.folds import outer_folds
 from ..fit.pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
 from .cascade import _apply, _by_level, cross_fitted_levels
 from .metrics import paired_bootstrap
@@ -65,8 +66,7 @@ def candidates(p: _Pair, c: _Cascade | None, budget: int, *, gated: bool) -> dic
         if fits.any():
             def fixed() -> Outcome:  # the choice made on each fold's training problems, as _best_fixed_vector
                 picks = np.zeros(len(idx), dtype=int)
-                for f in np.unique(p.fold):
-                    tr, te = idx[p.fold != f], idx[p.fold == f]
+                for f, tr, te in outer_folds(p.fold):
                     picks[te] = _fixed_choice(p.label, p.tokens, tr, fits)
                 return p.label[idx, picks], p.tokens[idx, picks], p.flops[idx, picks]
             out["best_fixed"] = fixed
@@ -126,13 +126,12 @@ def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int
     wide = options if options is not None else p
     c = _matrices(wide, *gate) if gate is not None and "cot" in wide.strategies else _no_gate_matrices(wide)
     inner: dict[int, tuple[_Pair, _Cascade | None]] = {}
-    for f in np.unique(wide.fold):
-        q = _inner_pair(wide, int(f))
+    for f, rows, _ in outer_folds(wide.fold):
+        q = _inner_pair(wide, f)
         if q is not None:
-            rows = np.flatnonzero(wide.fold != f)
             qc = _matrices(q, *(v[rows] for v in gate)) if gate is not None and "cot" in q.strategies \
                 else _no_gate_matrices(q)
-            inner[int(f)] = (q, qc)
+            inner[f] = (q, qc)
     out: dict[str, Any] = {}
     idx = np.arange(len(wide.fold))
     for budget in BUDGETS:
@@ -143,10 +142,9 @@ def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int
         whole = {m: (float(o[0].mean()), float(o[2].mean())) for m, o in outer.items()}
         acc, tok, fl = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx))
         chosen = []
-        for f in np.unique(wide.fold):
-            test = idx[wide.fold == f]
-            if int(f) in inner:
-                q, qc = inner[int(f)]
+        for f, _, test in outer_folds(wide.fold):
+            if f in inner:
+                q, qc = inner[f]
                 scores = {m: (float(o[0].mean()), float(o[2].mean()))
                           for m, o in ((m, fn()) for m, fn in candidates(q, qc, budget, gated=gate is not None).items())
                           if m in outer}

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fit.folds import outer_folds
 from ..fit.pairs import BUDGETS, _Pair
 from .rule import _Rule
 
@@ -171,9 +172,7 @@ def fit_difficulty_rule(p: _Pair, features: list[np.ndarray], target: np.ndarray
     difficulty = np.zeros(len(idx))
     knobs: dict[int, dict[str, Any]] = {}
     budgets = [b for b in BUDGETS if (p.n <= b).any()]
-    for f in np.unique(p.fold):
-        f = int(f)
-        tr, te = idx[p.fold != f], idx[p.fold == f]
+    for f, tr, te in outer_folds(p.fold):
         groups = _inner_groups(p, f, tr)
         d_oof, d_te = predicted_difficulty(features[f], target, tr, te, groups, seed)
         lv_oof = lv_te = None

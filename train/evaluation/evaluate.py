@@ -46,6 +46,7 @@ from ..fit.pairs import (  # noqa: F401
     _paper_rule,
     _shares,
 )
+from ..fit.folds import outer_folds
 from ..fit.options import load_options
 from ..fit.rest import load_rest  # noqa: F401  (re-exported)
 from ..fit.table import fold_lists
@@ -83,7 +84,6 @@ from .rules import (  # noqa: F401
 
 
 def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
-    folds = np.unique(p.fold)
     idx = np.arange(len(p.fold))
     budgets: dict[str, Any] = {}
     for budget in BUDGETS:
@@ -96,8 +96,7 @@ def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
         fixed, per_bin = np.zeros(len(idx)), np.zeros(len(idx))
         fixed_flops = np.zeros(len(idx))
         fixed_names = []
-        for f in folds:
-            train, test = idx[p.fold != f], idx[p.fold == f]
+        for f, train, test in outer_folds(p.fold):
             s = _fixed_choice(p.label, p.tokens, train, allowed)
             fixed_names.append(p.strategies[s])
             fixed[test], fixed_flops[test] = p.label[test, s], p.flops[test, s]

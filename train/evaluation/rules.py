@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fit.folds import outer_folds
 from ..fit.pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
 from .difficulty_rule import difficulty_rules
 from .metrics import gap_recovered, paired_bootstrap
@@ -134,8 +135,7 @@ def _apply_rule(rule: _Rule, p: _Pair, params: dict[int, float], *, budget: int 
                                                               budget=budget)
     idx = np.arange(len(p.fold))
     picks = np.zeros(len(idx), dtype=int)
-    for f in np.unique(p.fold):
-        tr, te = idx[p.fold != f], idx[p.fold == f]
+    for f, tr, te in outer_folds(p.fold):
         if rule.cost is not None:
             cost = rule.cost[te]
         elif rule.kind in ("bin", "blend"):  # a bin's own expected tokens (word problems are longer)
@@ -153,8 +153,7 @@ def _fallback_params(p: _Pair, rule: _Rule) -> dict[int, float]:
     """The rule's knob per outer fold (chosen on inner folds; cached on the pair)."""
     cache = p.extra.setdefault("_params", {})
     if rule.name not in cache:
-        idx = np.arange(len(p.fold))
-        cache[rule.name] = {int(f): _choose_param(rule, p, int(f), idx[p.fold != f]) for f in np.unique(p.fold)}
+        cache[rule.name] = {f: _choose_param(rule, p, f, tr) for f, tr, _ in outer_folds(p.fold)}
     return cache[rule.name]
 
 
@@ -181,8 +180,7 @@ def _rule_record(rule: _Rule, p: _Pair, picks: np.ndarray, fixed: np.ndarray, or
 def _best_fixed_vector(p: _Pair, allowed: np.ndarray) -> np.ndarray:
     idx = np.arange(len(p.fold))
     fixed = np.zeros(len(idx))
-    for f in np.unique(p.fold):
-        tr, te = idx[p.fold != f], idx[p.fold == f]
+    for f, tr, te in outer_folds(p.fold):
         fixed[te] = p.label[te, _fixed_choice(p.label, p.tokens, tr, allowed)]
     return fixed
 
@@ -198,8 +196,7 @@ def _predict_bins(p: _Pair, features: list[np.ndarray], target: np.ndarray, seed
 
     idx = np.arange(len(p.fold))
     out = np.empty(len(idx), dtype=object)
-    for f in np.unique(p.fold):
-        tr, te = idx[p.fold != f], idx[p.fold == f]
+    for f, tr, te in outer_folds(p.fold):
         x = np.nan_to_num(np.asarray(features[int(f)], dtype=float))
         if len(np.unique(target[tr])) == 1:
             out[te] = target[tr][0]

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ttsopt.selector.decide import bin_of
-from ttsopt.selector.plan import CascadePlan
+from ttsopt.selector.plan import CascadePlan, default_mode
 
 from ..sweep.snapshot import read_manifest, read_table
 from .pairs import BUDGETS, _Pair, _pair_keys, _pairs
@@ -275,8 +275,8 @@ def fit_cascade(table: pd.DataFrame, gates: pd.DataFrame | None, rest: pd.DataFr
         levels = sorted(set(p.levels))
         if len(levels) >= 2 and not set(levels) & NO_LEVEL:
             which = np.array([levels.index(v) for v in p.levels])
-            out[p.name]["default_mode"] = "level" if level_plan_is_default(p.levels) else (
-                "binned" if "bins" in out[p.name] else "fitted")
+            out[p.name]["default_mode"] = default_mode(levels=True, bins="bins" in out[p.name],
+                                                       level_preferred=level_plan_is_default(p.levels))
             out[p.name]["levels"] = {
                 "by": "the question's level, predicted online from its text (the artifact's level model)",
                 "budgets": {str(b): {lv: _plan(c, p, on, ti, si) for lv, (on, ti, si)

@@ -26,6 +26,7 @@ from ttsopt.selector.probe import PROBE_COST_COLUMNS
 from ttsopt.selector.rows import pair_columns, strategy_columns
 
 from ..sweep.snapshot import read_manifest, read_table
+from .folds import fold_splits
 from .labels import strategy_labels
 
 
@@ -113,6 +114,6 @@ def fold_lists(table: pd.DataFrame, n_folds: int, *, seed: int = 0) -> list[tupl
     rng.shuffle(keys)
     fold_of = {k: i % n_folds for i, k in enumerate(keys)}
     fold = table["question_key"].map(fold_of).to_numpy()
-    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(n_folds)]
+    return fold_splits(fold, n_folds)
 
 
