@@ -40,6 +40,9 @@ def test_the_nested_choice_deploys_the_per_level_rule_where_only_the_level_matte
     assert set(at4["fold_choices"]) == {"per_level"}
     assert at4["accuracy"] == 1.0
     assert at4["diff_vs_best_fixed"] > 0.4 and at4["ci95"][0] > 0
+    # per level, what a run on new questions of that level should land near
+    assert at4["by_level"]["1"]["problems"] == 30 and at4["by_level"]["2"]["mode_accuracy"] == 1.0
+    assert at4["by_level"]["1"]["mode_tokens"] == 30.0 and at4["by_level"]["2"]["mode_tokens"] == 100.0
     # at N = 1 only the CoT fits: every mode is the CoT, and the tie goes to the simplest
     assert report["1"]["mode"] == "best_fixed"
     assert report["1"]["accuracy"] == 0.5

@@ -155,13 +155,31 @@ def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int
             acc[test], tok[test], fl[test] = (v[test] for v in outer[mode])
         fixed = _best_fixed_vector(p, _allowed(p, budget, 0))
         ci = paired_bootstrap(acc, fixed, seed=seed)
+        mode = _rank(whole)
         out[str(budget)] = {
             "accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
             "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"], "fold_choices": chosen,
             "best_fixed_accuracy": float(fixed.mean()),
-            "mode": _rank(whole), "candidates": {m: {"accuracy": a, "flops": fl_} for m, (a, fl_) in whole.items()},
+            "mode": mode, "candidates": {m: {"accuracy": a, "flops": fl_} for m, (a, fl_) in whole.items()},
+            "by_level": _by_level_summary(wide.levels, (acc, tok, fl), outer[mode], fixed),
             **_plans_on_all(wide, c, budget),
         }
+    return out
+
+
+def _by_level_summary(levels: np.ndarray, nested: tuple[np.ndarray, ...], deployed: tuple[np.ndarray, ...],
+                      fixed: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per level: the nested choice's held-out outcome, and the held-out outcome of the mode that is
+    deployed (``mode_*``): what a run on new questions of that level should land near. (The deployed
+    mode was ranked on these same held-out problems, so ``mode_accuracy`` leans optimistic; the
+    nested figures do not.)"""
+    out = {}
+    for lv in sorted(set(map(str, levels))):
+        rows = np.array([str(v) == lv for v in levels])
+        out[lv] = {"problems": int(rows.sum()), "accuracy": float(nested[0][rows].mean()),
+                   "tokens": float(nested[1][rows].mean()), "flops": float(nested[2][rows].mean()),
+                   "mode_accuracy": float(deployed[0][rows].mean()), "mode_tokens": float(deployed[1][rows].mean()),
+                   "mode_flops": float(deployed[2][rows].mean()), "best_fixed_accuracy": float(fixed[rows].mean())}
     return out
 
 
@@ -195,7 +213,7 @@ def manifest_record(report: dict[str, Any]) -> dict[str, Any]:
             budgets[n] = {k: b[k] for k in ("mode", "strategy", "levels") if k in b}
             budgets[n]["evidence"] = {"held_out_accuracy": b["accuracy"], "flops": b["flops"], "tokens": b["tokens"],
                                       "ci95_vs_best_fixed": b["ci95"], "best_fixed_accuracy": b["best_fixed_accuracy"],
-                                      "fold_choices": b["fold_choices"]}
+                                      "fold_choices": b["fold_choices"], "by_level": b.get("by_level")}
         if budgets:
             out[name] = {"format": 1, "kind": "generations", "budgets": budgets,
                          "chosen_by": "nested cross-fitting: each fold's mode chosen on its training problems' inner folds"}

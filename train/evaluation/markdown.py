@@ -29,6 +29,25 @@ def deployed_table(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def learning_table(curve: dict[str, Any]) -> str:
+    """The learning curve (train/evaluation/learning.py) as one table per pair."""
+    lines = [f"Deployed default against training problems per outer fold ({curve.get('repeats')} draws per size, "
+             f"{curve.get('folds')} folds; mean over N; ± the SD across draws)", "",
+             "| pair | training problems / fold | draws | accuracy | gain over best fixed | AIQ |", "|---|---|---|---|---|---|"]
+    for name, c in curve.get("pairs", {}).items():
+        for p in c["points"]:
+            sd = "" if p.get("diff_sd") is None else f" ± {p['diff_sd']:.3f}"
+            asd = "" if p.get("accuracy_sd") is None else f" ± {p['accuracy_sd']:.3f}"
+            size = f"{p['train_problems']} (all)" if p["all"] else str(p["train_problems"])
+            lines.append(f"| {name} | {size} | {p['draws']} | {p['accuracy']:.3f}{asd} | {p['diff_vs_best_fixed']:+.3f}{sd} "
+                         f"| {_fmt(p.get('aiq'), '.3f')} |")
+    rec = curve.get("recommended")
+    if rec:
+        lines += ["", "Smallest size from which the gain stays within 0.01 of the gain with every problem: "
+                  + ", ".join(f"{k}: {v}" for k, v in rec.items())]
+    return "\n".join(lines)
+
+
 def _markdown_core(report: dict[str, Any]) -> str:
     """The evaluation as markdown tables: one row per pair × budget, then the compute curves' summary."""
     lines = deployed_table(report) + [
@@ -258,4 +277,4 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["markdown"]
+__all__ = ["deployed_table", "learning_table", "markdown"]

@@ -366,6 +366,42 @@ def calibration(evaluation: dict[str, Any]) -> Figure:
     return fig
 
 
+def learning_curve(curve: dict[str, Any]) -> Figure:
+    """The deployed default against the sweep problems it was trained on (train/evaluation/learning.py):
+    per pair, its gain over the best fixed strategy (mean over N; one dot per draw, the line their mean),
+    and its held-out accuracy on a second axis."""
+    pairs = curve.get("pairs", {})
+    fig, axes = _grid(len(pairs), cols=2, w=5.2, h=3.6)
+    for ax, (name, c) in zip(axes, pairs.items()):
+        pts = c["points"]
+        x = [p["train_problems"] for p in pts]
+        ax.axhline(0, color="#999999", lw=1, ls="--")
+        for r in c["runs"]:
+            size = r.get("train_problems_per_fold", r["train_problems"]) if r["train_problems"] == "all" else r["train_problems"]
+            ax.plot(size, r["diff_vs_best_fixed"], "o", color=ROLE_COLORS["router"], alpha=0.35, ms=4)
+        ax.plot(x, [p["diff_vs_best_fixed"] for p in pts], "-o", color=ROLE_COLORS["router"], lw=2,
+                label="deployed − best fixed")
+        ax2 = ax.twinx()
+        ax2.plot(x, [p["accuracy"] for p in pts], "-s", color=ROLE_COLORS["best_fixed"], lw=1.2, alpha=0.8,
+                 label="deployed accuracy")
+        ax2.set_ylabel("held-out accuracy (mean over N)", color=ROLE_COLORS["best_fixed"])
+        ax.set_xscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(v) for v in x])
+        ax.minorticks_off()
+        ax.set_xlabel("training problems per outer fold")
+        ax.set_ylabel("accuracy gain over best fixed")
+        ax.set_title(name)
+    handles = [plt.Line2D([], [], color=ROLE_COLORS["router"], marker="o", lw=2, label="deployed − best fixed (mean of draws)"),
+               plt.Line2D([], [], color=ROLE_COLORS["router"], marker="o", ls="", alpha=0.35, label="one draw"),
+               plt.Line2D([], [], color=ROLE_COLORS["best_fixed"], marker="s", lw=1.2, label="deployed accuracy")]
+    bottom = _legend(fig, handles)
+    top = _suptitle(fig, "How many sweep problems a pair needs: the deployed default against its training problems "
+                         f"({curve.get('repeats', '?')} draws per size, held-out folds)")
+    _finish(fig, bottom, top)
+    return fig
+
+
 # --------------------------------------------------------------------------- shares
 
 
@@ -451,6 +487,6 @@ def to_png(fig: Figure, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["BINS", "FACTOR_COLORS", "METHOD_COLORS", "METHODS", "accuracy_by_budget", "accuracy_vs_flops",
+__all__ = ["BINS", "FACTOR_COLORS", "METHOD_COLORS", "METHODS", "accuracy_by_budget", "accuracy_vs_flops", "learning_curve",
            "best_variants", "calibration", "decision_map", "importance_by_factor", "method_of",
            "router_vs_baselines", "strategy_shares", "to_png"]
