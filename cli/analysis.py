@@ -12,6 +12,23 @@ import typer
 from .common import check_snapshots, console, fail
 
 
+def _print_stops(con, stops: dict) -> None:
+    """The adaptive options' stopping, per pair: samples drawn on average and why they stopped."""
+    from rich.table import Table
+
+    for pair, profile in stops.items():
+        levels = sorted({lv for v in profile.values() for lv in v.get("levels", {})})
+        t = Table(title=f"{pair}: how the adaptive options stop (offline, over the sweep's sample orders)")
+        for col in ("strategy", "N", "accuracy", "samples drawn", "why it stopped", *[f"drawn, level {lv}" for lv in levels]):
+            t.add_column(col, justify="left" if col in ("strategy", "why it stopped") else "right")
+        for key, v in profile.items():
+            a = v["all"]
+            why = ", ".join(f"{r} {share:.0%}" for r, share in sorted(a["stops"].items(), key=lambda x: -x[1]))
+            t.add_row(key, str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}", why,
+                      *[f"{v['levels'][lv]['drawn']:.1f}" if lv in v.get("levels", {}) else "" for lv in levels])
+        con.print(t)
+
+
 def _print_explanation(con, result: dict) -> None:
     from rich.table import Table
 
@@ -58,6 +75,8 @@ def _print_explanation(con, result: dict) -> None:
                 t.add_row(f["feature"], f["factor"], _short(f["value"]), _short(f.get("runner_up_value")),
                           f"{f['shap']:+.3f}")
             con.print(t)
+    if result.get("adaptive_stops"):
+        _print_stops(con, result["adaptive_stops"])
 
 
 def _short(v) -> str:

@@ -93,6 +93,9 @@ def evaluate(
                                                "but are not evaluated (default 30)"),
     lopo: bool = typer.Option(True, "--lopo/--no-lopo", help="also evaluate leaving one pair out (cross-fitted "
                               "evaluations)"),
+    learning_curve: int = typer.Option(0, "--learning-curve", help="add the deployed default's learning curve: "
+                                       "the nested comparison rerun on draws of 25/50/100/200 training problems per "
+                                       "fold, this many draws per size (without --router; 0: none)"),
 ) -> None:
     """Cross-fitted evaluation on the router's own data (refit and re-tuned per fold, grouped by question).
 
@@ -119,8 +122,11 @@ def evaluate(
         extra = {} if min_problems is None else {"min_problems": min_problems}
         bar, tick = _fits_bar(con, settings.folds)
         with bar:
-            report = evaluate_snapshots(data, settings, probe_k=probe_k, lopo=lopo, progress=tick, **extra)
+            report = evaluate_snapshots(data, settings, probe_k=probe_k, lopo=lopo, progress=tick,
+                                        learning_repeats=learning_curve, **extra)
     else:
+        if learning_curve:
+            fail("--learning-curve reruns the comparison from the snapshots: give it without --router", con)
         from ttsopt.selector.artifact import ArtifactError, load_artifact
         from ttsopt.train.evaluation.mode import CROSS_FITTED, evaluate_router, router_settings
 

@@ -229,7 +229,8 @@ def run_cascade(router: Host, questions: list[str], budgets: list[Budget], start
         probe = None
         if i in second:
             answer, esc_trace, esc_compute, decision = second[i]
-            spent = spent + compute_of(esc_compute)
+            esc = compute_of(esc_compute)
+            spent = spent + (_after_first(esc, compute_of(first[i][0].compute)) if i in first else esc)
             probe = esc_compute.get("probe")
             trace["escalation"] = esc_trace
         if decision is None:
@@ -238,6 +239,22 @@ def run_cascade(router: Host, questions: list[str], budgets: list[Budget], start
         out.append(Solution(answer, decision, trace, {**compute_dict(spent), "probe": probe},
                             (time.perf_counter() - start) / len(questions)))
     return out
+
+
+def _after_first(esc: Any, cot: Any) -> Any:
+    """The escalation's compute once the CoT of the same question ran: its prompt is that problem's
+    prompt, charged already. The measure charges a problem's prompt once (``Compute``; the offline
+    cascade, train/fit/cascade.py, charges the escalation without it), so the re-sent copy moves
+    to ``policy_context_tokens`` only. Without this the online cascade charged a problem's prompt
+    twice: on fresh level-3 questions 1.48x the offline estimate's tokens (benchmarks/results/fresh)."""
+    from dataclasses import replace
+
+    shared = min(esc.policy_prompt_tokens, cot.policy_prompt_tokens)
+    if shared <= 0 or esc.policy_tokens <= 0:
+        return esc
+    per_token = esc.policy_flops / esc.policy_tokens  # 2 x the policy's parameters
+    return replace(esc, policy_prompt_tokens=esc.policy_prompt_tokens - shared,
+                   policy_flops=esc.policy_flops - per_token * shared)
 
 
 __all__ = ["QuestionPlan", "binned_plans", "fitted_stage", "level_plans", "predict_levels", "question_plans",

@@ -109,6 +109,9 @@ def test_the_router_keeps_a_verified_cot_and_escalates_a_doubted_one(tmp_path):
     assert escalated.decision.strategy == plan["escalate"] and "escalation" in escalated.trace
     assert escalated.trace["escalation"]["strategy"] == "majority:n=4" and escalated.answer is not None
     assert escalated.compute["tokens"] > kept.compute["tokens"]
+    # one problem, one prompt: the escalation's copy of it is re-sent context, not charged again
+    assert escalated.compute["policy_prompt_tokens"] > 0
+    assert escalated.compute["policy_context_tokens"] == 2 * escalated.compute["policy_prompt_tokens"]  # sent twice
 
 
 def test_a_rest_of_budget_escalation_outside_the_catalogue_runs_online(tmp_path):

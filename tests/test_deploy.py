@@ -135,3 +135,16 @@ def test_the_per_level_mode_runs_the_strategy_of_the_level_the_text_shows(tmp_pa
         want = {"1": "cot", "2": "majority:n=4"}[s.trace["cascade"]["level"]]
         assert s.decision.strategy == want
     assert sum(s.trace["cascade"]["level"] == question_level(x) for x, s in zip(q, sols)) >= 4
+
+
+def test_a_pair_without_problems_in_some_fold_is_still_evaluated():
+    """A small draw can leave a pair with no problem in one fold (folds 0, 1, 2, 4): the rules then
+    look the inner predictions up by the fold's number, not by its position."""
+    from ttsopt.train.evaluation.rules import _fallback_params, _rules
+
+    p = two_level_pair(n=60, folds=3)
+    p.fold[p.fold == 2] = 4
+    p.extra["inner_fold_4"], p.extra["inner_pred_4"] = p.extra.pop("inner_fold_2"), p.extra.pop("inner_pred_2")
+    p.extra["features"] = [p.extra["features"][0]] * 5  # one feature pipeline per fold of the whole table
+    rules, _ = _rules(p, seed=0)
+    assert all(set(_fallback_params(p, r)) == {0, 1, 4} for r in rules)

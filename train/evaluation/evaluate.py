@@ -377,15 +377,25 @@ def machine_info() -> dict[str, Any]:
 
 def evaluate_snapshots(folders: Sequence[str | Path], settings: TrainSettings, *, probe_k: Sequence[int] = (1, 2, 4),
                        min_problems: int = MIN_PROBLEMS, lopo: bool = True,
-                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[int, int], None] | None = None,
+                       learning_repeats: int = 0) -> dict[str, Any]:
     """The cross-fitted evaluation straight from snapshot folders (no router artifact needed), with the
-    probes, gates and rest-of-budget options those folders hold, the machine it ran on and the data."""
+    probes, gates and rest-of-budget options those folders hold, the machine it ran on and the data.
+    ``learning_repeats`` > 0 adds the deployed default's learning curve (:mod:`.learning`), that many
+    draws per size."""
     from ..fit.table import load_training_table
 
     table = load_training_table(folders)
     probes, missing = load_probe_tables(folders, probe_k)
+    gates, rest = load_gates(folders), load_options(folders)
     report = evaluate(table, settings, probe_tables=probes, min_problems=min_problems, lopo=lopo,
-                      gates=load_gates(folders), rest=load_options(folders), progress=progress)
+                      gates=gates, rest=rest, progress=progress)
+    if learning_repeats > 0:
+        from .learning import learning_curve, recommended_size
+
+        curve = learning_curve(table, settings, evaluate, repeats=learning_repeats, full=report, gates=gates, rest=rest)
+        curve["recommended"] = recommended_size(curve)
+        report["learning_curve"] = curve
     report["probe_missing"] = {str(k): v for k, v in missing.items()}
     report["machine"] = machine_info()
     report["data"] = [str(d) for d in folders]

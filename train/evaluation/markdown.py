@@ -203,6 +203,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Not evaluated (fewer than {report.get('min_problems')} complete problems; still in training): "
                   + ", ".join(report["skipped_pairs"])]
     lines += _cascade_markdown(report)
+    if report.get("learning_curve"):
+        lines += ["", "### How many sweep problems a pair needs", "", learning_table(report["learning_curve"])]
     for name, pair in pairs.items():
         rules = list(pair["summary"])
         lines += ["", f"### {name}: every rule at each budget N (accuracy, gap recovered; ↓/↑ = 95% CI of the "

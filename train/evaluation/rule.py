@@ -5,6 +5,7 @@ and bins it reads, and what its probes cost. Apart from :mod:`.rules`, which app
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -16,7 +17,7 @@ class _Rule:
     name: str
     kind: str  # "pred" | "shrink" | "margin" | "topk" | "bin" | "blend"
     pred: np.ndarray | None = None  # (problems, strategies) held-out predictions
-    inner: tuple[np.ndarray, np.ndarray] | None = None  # inner preds (folds, problems, S), inner folds (folds, problems)
+    inner: tuple[Mapping[int, np.ndarray], Mapping[int, np.ndarray]] | None = None  # per outer fold: inner preds (problems, S), inner folds
     bins_pred: np.ndarray | None = None  # (problems,) bins used for test problems (predicted online)
     bins_true: np.ndarray | None = None  # (problems,) bins of training problems (known in training)
     probe_k: int = 0

@@ -210,13 +210,12 @@ def _predict_bins(p: _Pair, features: list[np.ndarray], target: np.ndarray, seed
 def _rules(p: _Pair, seed: int) -> tuple[list[_Rule], dict[str, Any]]:
     """The rules this pair's data supports (probes, features and inner predictions where present)."""
     ex = p.extra
-    n_folds = len(np.unique(p.fold))
+    folds = [f for f, _, _ in outer_folds(p.fold)]  # by number: a pair need not have a problem in every fold
     rules: list[_Rule] = []
     info: dict[str, Any] = {}
     inner = None
-    if all(f"inner_pred_{f}" in ex for f in range(n_folds)):
-        inner = (np.stack([ex[f"inner_pred_{f}"] for f in range(n_folds)]),
-                 np.stack([ex[f"inner_fold_{f}"] for f in range(n_folds)]))
+    if all(f"inner_pred_{f}" in ex for f in folds):
+        inner = ({f: ex[f"inner_pred_{f}"] for f in folds}, {f: ex[f"inner_fold_{f}"] for f in folds})
     base = _Rule("router", "pred", pred=p.pred)
     if inner is not None:
         rules.append(_Rule("router_shrunk", "shrink", pred=p.pred, inner=inner, grid=ALPHAS))

@@ -18,6 +18,7 @@ def train_deployed(folders, out, settings, *, storage: str | None = None, progre
 
     from ttsopt.data.files import atomic_write_text
 
+    from ..fit.adaptive import stop_profile
     from ..fit.build import train_router
     from ..fit.cascade import load_gates
     from ..fit.options import load_options
@@ -33,7 +34,12 @@ def train_deployed(folders, out, settings, *, storage: str | None = None, progre
                           gates=gates, rest=rest)
         report["machine"] = machine_info()
         report["data"] = [str(f) for f in folders]
-        deployed = json.loads(json.dumps(manifest_record(report), default=float))
+        record = manifest_record(report)
+        levels = dict(zip(table["problem_id"], table["level"].astype(str))) if "level" in table else None
+        for pair, profile in stop_profile(rest, levels).items():  # how the adaptive options stop, for explain
+            if pair in record:
+                record[pair]["adaptive_stops"] = profile
+        deployed = json.loads(json.dumps(record, default=float))
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out) / "deployed-eval.json", json.dumps(report, indent=1, default=float) + "\n")
     return train_router(folders, out, settings, storage=storage, progress=progress, gate_models=gate_models,

@@ -30,12 +30,13 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ttsopt.search.aggregate import vote_key
+from ttsopt.search.pairs import Pair
 from ttsopt.search.strategy import Strategy
 
 #: The label's standard error a Monte Carlo estimate must get below.
@@ -288,11 +289,41 @@ def adaptive_labels(folder: str | Path, grid: Sequence[Strategy | str] = DEFAULT
     return pd.DataFrame(rows, columns=list(_COLUMNS))
 
 
+#: The per-problem columns that say how an adaptive option stopped (expected samples drawn, shares by reason).
+STOP_COLUMNS = ("drawn", *(f"stop_{s}" for s in STOPS))
+
+
+def stop_profile(options: pd.DataFrame, levels: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per pair and adaptive option: how many samples it drew on average and why it stopped (share of
+    sample orders per reason), over every problem and per level (``levels``: problem id -> level).
+
+    What a person asks of an adaptive strategy before trusting it ("does it stop early, and on
+    which problems?"); ``ttsopt train`` keeps it in the manifest so that ``explain`` and the report
+    show it without re-estimating the pools."""
+    if options is None or "drawn" not in options or not options["drawn"].notna().any():
+        return {}
+    a = options[options["drawn"].notna()].copy()
+    a["level"] = a["problem_id"].map(levels or {}).fillna("?").astype(str) if levels else "?"
+    out: dict[str, dict[str, Any]] = {}
+
+    def summary(g: pd.DataFrame) -> dict[str, Any]:
+        return {"problems": int(g["problem_id"].nunique()), "accuracy": float(g["label"].mean()),
+                "drawn": float(g["drawn"].mean()), "tokens": float(g["tokens"].mean()),
+                "stops": {s: float(g[f"stop_{s}"].mean()) for s in STOPS if f"stop_{s}" in g and g[f"stop_{s}"].mean() > 0}}
+
+    for (policy, prm, strategy), g in a.groupby(["policy", "prm", "strategy"], sort=True):
+        entry = {"n": int(g["n"].iloc[0]), "all": summary(g)}
+        if levels:
+            entry["levels"] = {str(lv): summary(gl) for lv, gl in g.groupby("level", sort=True)}
+        out.setdefault(Pair(policy, prm).name, {})[strategy] = entry
+    return out
+
+
 def load_adaptive(folders: Sequence[str | Path], grid: Sequence[Strategy | str] = DEFAULT_GRID,
                   **kw) -> pd.DataFrame:
     frames = [adaptive_labels(f, grid, **kw) for f in folders]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(_COLUMNS))
 
 
-__all__ = ["AdaptiveEstimate", "BUDGETS", "DEFAULT_GRID", "EXACT_LIMIT", "MAX_SE", "adaptive_labels",
-           "default_grid", "estimate_adaptive", "load_adaptive"]
+__all__ = ["AdaptiveEstimate", "BUDGETS", "DEFAULT_GRID", "EXACT_LIMIT", "MAX_SE", "STOPS", "STOP_COLUMNS",
+           "adaptive_labels", "default_grid", "estimate_adaptive", "load_adaptive", "stop_profile"]

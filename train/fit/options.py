@@ -11,7 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .adaptive import DEFAULT_GRID, load_adaptive
+from .adaptive import DEFAULT_GRID, STOP_COLUMNS, load_adaptive
 from .rest import _COLUMNS, load_rest
 
 
@@ -24,9 +24,14 @@ def load_options(folders: Sequence[str | Path], *, adaptive: bool = True,
         a = load_adaptive(folders, grid)
         if len(a):
             keys = ["policy", "prm", "problem_id", "strategy", "n"]
-            frames.append(a.groupby(keys, as_index=False, sort=False)[["label", "tokens", "flops"]].mean())
+            frames.append(a.groupby(keys, as_index=False, sort=False)[["label", "tokens", "flops", *STOP_COLUMNS]]
+                          .mean())
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True)[list(_COLUMNS)] if frames else pd.DataFrame(columns=list(_COLUMNS))
+    if not frames:
+        return pd.DataFrame(columns=list(_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    # how the adaptive options stopped (samples drawn, share of orders per reason): NaN on the others
+    return out[[*_COLUMNS, *(c for c in STOP_COLUMNS if c in out)]]
 
 
 __all__ = ["load_options"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -364,8 +364,25 @@ def explain(router: str | Path | Any, data: Sequence[str | Path] = (), *, table:
         for name in pairs or list(artifact.catalogue):
             out["problems"].append(explain_rows(artifact, question_rows(artifact, question, name), budget, top=top))
         out["question"] = question
+    out["adaptive_stops"] = adaptive_stops(artifact.manifest, pairs, budget)
     return out
 
 
-__all__ = ["FACTORS", "Candidate", "contributions", "explain", "explain_rows", "factor_of", "gain_importance",
+def adaptive_stops(manifest: Mapping[str, Any], pairs: Sequence[str] | None = None,
+                   budget: int | None = None) -> dict[str, dict[str, Any]]:
+    """How each adaptive option stops, per pair, as ``ttsopt train`` recorded it from the sweep's pools
+    (``manifest["deployed"][pair]["adaptive_stops"]``: mean samples drawn and the share of orders per
+    stop reason, over all problems and per level); options with n <= ``budget`` only. Empty for a
+    router trained without the nested comparison or on pools with no adaptive estimate."""
+    out = {}
+    for name, entry in (manifest.get("deployed") or {}).items():
+        if pairs is not None and name not in pairs:
+            continue
+        profile = {k: v for k, v in (entry.get("adaptive_stops") or {}).items() if budget is None or v["n"] <= budget}
+        if profile:
+            out[name] = profile
+    return out
+
+
+__all__ = ["FACTORS", "Candidate", "adaptive_stops", "contributions", "explain", "explain_rows", "factor_of", "gain_importance",
            "global_importance", "group_sums", "question_rows", "router_decisions"]

@@ -116,6 +116,11 @@ def render_figures(artifact: Any, table: pd.DataFrame, evaluation: dict[str, Any
         add("strategy_shares", "Strategy shares per budget",
             "A router that always picks one method is a fixed strategy in disguise; mixed bars mean it routes.",
             lambda: plots.strategy_shares(evaluation, problems=problems))
+    if evaluation.get("learning_curve"):
+        add("learning_curve", "How many sweep problems a pair needs",
+            "The deployed default's gain over the best fixed strategy against the training problems it was chosen "
+            "on (each size: the whole nested comparison run on a draw of that many, scored held out). Where the red "
+            "line flattens, more sweep problems stop paying.", lambda: plots.learning_curve(evaluation["learning_curve"]))
     add("importance", "Importance by factor",
         "Gain and prediction SHAP say what moves a predicted accuracy (mostly how hard the problem is); choice "
         "SHAP, centred per problem, says what makes one strategy beat another on the same problem.",
@@ -199,8 +204,33 @@ figure{margin:18px 0} figure img{max-width:100%;border:1px solid #eee} figcaptio
 """
 
 
+def _stops_html(stops: dict[str, dict[str, Any]]) -> str:
+    """The adaptive options' stopping per pair (``manifest["deployed"][pair]["adaptive_stops"]``)."""
+    if not stops:
+        return ""
+    parts = ["<h2>How the adaptive strategies stop</h2><p class='meta'>Estimated at training from the sweep's "
+             "stored pools, over the orders the samples could come in: mean samples drawn and why the draw "
+             "stopped (agree: the leading answer held its votes; give_up: no answer led after j samples; verified: "
+             "the PRM passed a candidate; budget: N reached). A solved problem's own stop is in its trace "
+             "(<code>trace.stop</code>, <code>trace.drawn</code>).</p>"]
+    for pair, profile in stops.items():
+        levels = sorted({lv for v in profile.values() for lv in v.get("levels", {})})
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                       ("strategy", "N", "accuracy", "drawn", "why it stopped", *[f"drawn, level {lv}" for lv in levels]))
+        rows = []
+        for key, v in profile.items():
+            a = v["all"]
+            why = ", ".join(f"{r} {share:.0%}" for r, share in sorted(a["stops"].items(), key=lambda x: -x[1]))
+            cells = [html.escape(key), str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}", html.escape(why),
+                     *[f"{v['levels'][lv]['drawn']:.1f}" if lv in v.get("levels", {}) else "" for lv in levels]]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append(f"<h3>{html.escape(pair)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+                     "</tbody></table>")
+    return "".join(parts)
+
+
 def render_page(*, title: str, meta: list[str], evaluation: dict[str, Any], importance: dict[str, Any],
-                figures: Sequence[Figure]) -> str:
+                figures: Sequence[Figure], stops: dict[str, dict[str, Any]] | None = None) -> str:
     """The whole page as one string (figures inline)."""
     figs = []
     for f in figures:
@@ -223,6 +253,7 @@ def render_page(*, title: str, meta: list[str], evaluation: dict[str, Any], impo
               "(in-sample when they are its training data); SHAP in log-odds of accuracy, shares of the sum over "
               "factors. Choice SHAP subtracts each problem's mean over its strategies.</p>"
             + _importance_html(importance)
+            + _stops_html(stops or {})
             + "".join(figs) + "</body></html>\n")
 
 
@@ -239,7 +270,7 @@ def build_report(router: str | Path, data: Sequence[str | Path], out: str | Path
     from ttsopt.selector.artifact import load_artifact
 
     from ..fit.table import load_training_table
-    from .explain import global_importance
+    from .explain import adaptive_stops, global_importance
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -283,7 +314,8 @@ def build_report(router: str | Path, data: Sequence[str | Path], out: str | Path
             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
             f"{time.perf_counter() - start:.0f} s by <code>ttsopt report</code>."]
     page = render_page(title=f"ttsopt router report: {m.get('name', Path(router).name)}", meta=meta,
-                       evaluation=evaluation, importance=importance, figures=figures)
+                       evaluation=evaluation, importance=importance, figures=figures,
+                       stops=adaptive_stops(m))
     atomic_write_text(out / PAGE, page)
     return out / PAGE
 
