@@ -57,6 +57,28 @@ def _with_aiq(points: dict[str, list[dict[str, Any]]]) -> None:
             r["aiq"] = hull_area(r["flops"], r["accuracies"], lo=lo, hi=max(hi, lo)) if lo > 0 else None
 
 
+def summarize(runs: Sequence[Mapping[str, Any]], sizes: Sequence[int], folds: int) -> list[dict[str, Any]]:
+    """One point per size from the draws' runs: means and SDs across draws. ``pair_train_problems`` is
+    what the pair itself had per outer fold: a pair with fewer questions than the draw (the snapshot's
+    judge pairs hold 100) trains on fewer than the size says."""
+    rows = []
+    for size in [*sizes, "all"]:
+        got = [r for r in runs if r["train_problems"] == size]
+        if not got:
+            continue
+        acc = np.array([r["accuracy"] for r in got])
+        gain = np.array([r["diff_vs_best_fixed"] for r in got])
+        aiq = np.array([np.nan if r.get("aiq") is None else r["aiq"] for r in got])
+        own = float(np.mean([r["problems"] for r in got]) * (folds - 1) / folds)
+        rows.append({"train_problems": size if size != "all" else got[0]["train_problems_per_fold"],
+                     "all": size == "all", "draws": len(got), "pair_train_problems": own,
+                     "accuracy": float(acc.mean()), "accuracy_sd": float(acc.std(ddof=1)) if len(got) > 1 else None,
+                     "diff_vs_best_fixed": float(gain.mean()),
+                     "diff_sd": float(gain.std(ddof=1)) if len(got) > 1 else None,
+                     "aiq": float(np.nanmean(aiq)) if np.isfinite(aiq).any() else None})
+    return rows
+
+
 def learning_curve(table: pd.DataFrame, settings: TrainSettings, evaluate: Callable[..., dict[str, Any]], *,
                    sizes: Sequence[int] = SIZES, repeats: int = 3, full: Mapping[str, Any] | None = None,
                    progress: Callable[[int, int], None] | None = None, **evaluate_kw: Any) -> dict[str, Any]:
@@ -87,23 +109,7 @@ def learning_curve(table: pd.DataFrame, settings: TrainSettings, evaluate: Calla
         points.setdefault(name, []).append({"train_problems": "all", "repeat": 0,
                                             "train_problems_per_fold": int(s["problems"] * (k - 1) / k), **s})
     _with_aiq(points)
-    curve: dict[str, Any] = {}
-    for name, runs in points.items():
-        rows = []
-        for size in [*sizes, "all"]:
-            got = [r for r in runs if r["train_problems"] == size]
-            if not got:
-                continue
-            acc = np.array([r["accuracy"] for r in got])
-            gain = np.array([r["diff_vs_best_fixed"] for r in got])
-            aiq = np.array([np.nan if r["aiq"] is None else r["aiq"] for r in got])
-            rows.append({"train_problems": size if size != "all" else got[0]["train_problems_per_fold"],
-                         "all": size == "all", "draws": len(got), "accuracy": float(acc.mean()),
-                         "accuracy_sd": float(acc.std(ddof=1)) if len(got) > 1 else None,
-                         "diff_vs_best_fixed": float(gain.mean()),
-                         "diff_sd": float(gain.std(ddof=1)) if len(got) > 1 else None,
-                         "aiq": float(np.nanmean(aiq)) if np.isfinite(aiq).any() else None})
-        curve[name] = {"points": rows, "runs": runs}
+    curve = {name: {"points": summarize(runs, sizes, k), "runs": runs} for name, runs in points.items()}
     return {"sizes": list(sizes), "repeats": repeats, "folds": k, "pairs": curve,
             "how": "each size: questions drawn so every outer fold trains on about that many, the whole nested "
                    "comparison run on them alone and scored on their held-out folds; mean over N of the deployed "
@@ -125,8 +131,9 @@ def recommended_size(curve: Mapping[str, Any], *, tolerance: float = 0.01) -> di
         # the smallest size from which every larger one is within tolerance too (a lucky small draw
         # followed by a worse larger one is not a plateau)
         first = next((i for i in range(len(sized)) if all(within[i:])), None)
-        out[name] = sized[first]["train_problems"] if first is not None else full["train_problems"]
+        at = sized[first] if first is not None else full
+        out[name] = int(round(at.get("pair_train_problems", at["train_problems"])))  # the pair's own problems
     return out
 
 
-__all__ = ["SIZES", "learning_curve", "recommended_size"]
+__all__ = ["SIZES", "learning_curve", "recommended_size", "summarize"]

@@ -33,13 +33,15 @@ def learning_table(curve: dict[str, Any]) -> str:
     """The learning curve (train/evaluation/learning.py) as one table per pair."""
     lines = [f"Deployed default against training problems per outer fold ({curve.get('repeats')} draws per size, "
              f"{curve.get('folds')} folds; mean over N; ± the SD across draws)", "",
-             "| pair | training problems / fold | draws | accuracy | gain over best fixed | AIQ |", "|---|---|---|---|---|---|"]
+             "| pair | training problems / fold (drawn) | the pair's own | draws | accuracy | gain over best fixed | AIQ |",
+             "|---|---|---|---|---|---|---|"]
     for name, c in curve.get("pairs", {}).items():
         for p in c["points"]:
             sd = "" if p.get("diff_sd") is None else f" ± {p['diff_sd']:.3f}"
             asd = "" if p.get("accuracy_sd") is None else f" ± {p['accuracy_sd']:.3f}"
             size = f"{p['train_problems']} (all)" if p["all"] else str(p["train_problems"])
-            lines.append(f"| {name} | {size} | {p['draws']} | {p['accuracy']:.3f}{asd} | {p['diff_vs_best_fixed']:+.3f}{sd} "
+            own = p.get("pair_train_problems")
+            lines.append(f"| {name} | {size} | {'' if own is None else f'{own:.0f}'} | {p['draws']} | {p['accuracy']:.3f}{asd} | {p['diff_vs_best_fixed']:+.3f}{sd} "
                          f"| {_fmt(p.get('aiq'), '.3f')} |")
     rec = curve.get("recommended")
     if rec:
