@@ -52,3 +52,14 @@ def test_the_recommended_size_is_where_the_gain_stays_on_its_plateau():
     assert recommended_size(pts([0.0, 0.02, 0.05, 0.05, 0.05])) == {"p": 100}
     # a lucky small draw followed by a worse one is not a plateau
     assert recommended_size(pts([0.05, 0.0, 0.05, 0.05, 0.05])) == {"p": 100}
+
+
+def test_the_report_draws_one_panel_per_pair_with_every_draw():
+    from ttsopt.train.report.plots import learning_curve as figure
+
+    fake_evaluate.seen = []
+    curve = learning_curve(table(), TrainSettings(trials=1, folds=5), fake_evaluate, sizes=(25, 100), repeats=2)
+    fig = figure(curve)
+    main = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy gain over best fixed"]
+    assert len(main) == 1 and main[0].get_title() == "x+calc"
+    assert len(main[0].lines) == 1 + 5 + 1  # the zero line, five draws (2 + 2 + all), their means

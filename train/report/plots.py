@@ -374,11 +374,12 @@ def learning_curve(curve: dict[str, Any]) -> Figure:
     fig, axes = _grid(len(pairs), cols=2, w=5.2, h=3.6)
     for ax, (name, c) in zip(axes, pairs.items()):
         pts = c["points"]
-        x = [p["train_problems"] for p in pts]
+        k = curve.get("folds", 5)
+        # the pair's own training problems per fold (a pair with fewer questions than a draw gets fewer)
+        x = [round(p.get("pair_train_problems", p["train_problems"])) for p in pts]
         ax.axhline(0, color="#999999", lw=1, ls="--")
         for r in c["runs"]:
-            size = r.get("train_problems_per_fold", r["train_problems"]) if r["train_problems"] == "all" else r["train_problems"]
-            ax.plot(size, r["diff_vs_best_fixed"], "o", color=ROLE_COLORS["router"], alpha=0.35, ms=4)
+            ax.plot(r["problems"] * (k - 1) / k, r["diff_vs_best_fixed"], "o", color=ROLE_COLORS["router"], alpha=0.35, ms=4)
         ax.plot(x, [p["diff_vs_best_fixed"] for p in pts], "-o", color=ROLE_COLORS["router"], lw=2,
                 label="deployed − best fixed")
         ax2 = ax.twinx()
