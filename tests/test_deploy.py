@@ -148,3 +148,35 @@ def test_a_pair_without_problems_in_some_fold_is_still_evaluated():
     p.extra["features"] = [p.extra["features"][0]] * 5  # one feature pipeline per fold of the whole table
     rules, _ = _rules(p, seed=0)
     assert all(set(_fallback_params(p, r)) == {0, 1, 4} for r in rules)
+
+
+def test_at_a_token_budget_the_nested_choice_is_made_too_and_the_cascades_stay_per_n():
+    from ttsopt.train.evaluation.deploy import compute_grid, deployed_compute
+
+    p = two_level_pair()
+    report = deployed_compute(p)
+    assert set(report) == {"tokens", "flops"}
+    grid = compute_grid(p, "tokens")
+    assert grid[0] == 30.0 and grid[-1] == 100.0  # from the cheapest strategy to the dearest
+    at_most = report["tokens"]["100"]
+    assert at_most["mode"] == "per_level" and at_most["accuracy"] == 1.0 and at_most["ci95"][0] > 0
+    assert at_most["levels"] == {"1": "cot", "2": STRATS[1]}
+    cheapest = report["tokens"]["30"]  # only the CoT fits: every mode is the CoT, ties to the simplest
+    assert cheapest["mode"] == "best_fixed" and cheapest["accuracy"] == 0.5
+    assert all(set(b["fold_choices"]) <= {"router", "best_fixed", "per_level"} for b in report["flops"].values())
+
+
+def test_solve_under_a_token_budget_runs_the_mode_chosen_for_it(tmp_path):
+    from router_fixtures import questions
+
+    from ttsopt.selector.records import Budget
+
+    record = _record("router")
+    record["scripted+calc"]["compute"] = {"tokens": {"200": {"mode": "best_fixed", "strategy": "majority:n=2",
+                                                             "evidence": {}}}}
+    router = _router_with(tmp_path, record)
+    assert router.deployed(Budget(tokens=150)).mode == "router"  # below every recorded budget: the argmax
+    assert router.deployed(Budget(target_accuracy=0.5)).mode == "router"
+    sols = router.solve_many(questions(2), Budget(tokens=500))
+    assert [s.trace["deployed"]["mode"] for s in sols] == ["best_fixed"] * 2
+    assert [s.decision.strategy for s in sols] == ["majority:n=2"] * 2

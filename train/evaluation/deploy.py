@@ -27,12 +27,12 @@ candidate but the router, which can only choose what it predicts.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..fit.cascade import NO_LEVEL, _Cascade, _choose, _choose_per_bin, _matrices
-from ..fit.folds import outer_folds
+from ..fit.folds import fold_means, outer_folds
 from ..fit.pairs import BUDGETS, _argmax_cheapest, _fixed_choice, _Pair
 from .cascade import _apply, _by_level, cross_fitted_levels
 from .metrics import paired_bootstrap
@@ -132,10 +132,22 @@ def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int
             qc = _matrices(q, *(v[rows] for v in gate)) if gate is not None and "cot" in q.strategies \
                 else _no_gate_matrices(q)
             inner[f] = (q, qc)
+    gated = gate is not None
+    return _nested(wide, c, inner, BUDGETS, lambda q, qc, b: candidates(q, qc, b, gated=gated),
+                   lambda b: _best_fixed_vector(p, _allowed(p, b, 0)), lambda b: _plans_on_all(wide, c, b), seed)
+
+
+def _nested(wide: _Pair, outer_c: Any, inner: Mapping[int, tuple[_Pair, Any]], budgets: Sequence[Any],
+            cands_of: Callable[[_Pair, Any, Any], dict[str, Callable[[], Outcome]]],
+            fixed_of: Callable[[Any], np.ndarray], plans_of: Callable[[Any], dict[str, Any]],
+            seed: int) -> dict[str, Any]:
+    """The nested choice at every budget: each outer fold's mode ranked on its training problems' inner
+    folds (``inner[f]``: that side as a pair of its own), its outcome scored on the fold's held-out
+    problems; the mode to deploy is the one the whole cross-fitted comparison ranks first."""
     out: dict[str, Any] = {}
     idx = np.arange(len(wide.fold))
-    for budget in BUDGETS:
-        cands = candidates(wide, c, budget, gated=gate is not None)
+    for budget in budgets:
+        cands = cands_of(wide, outer_c, budget)
         if not cands:
             continue
         outer = {m: fn() for m, fn in cands.items()}
@@ -146,24 +158,146 @@ def deployed_default(p: _Pair, gate: tuple[np.ndarray, ...] | None, *, seed: int
             if f in inner:
                 q, qc = inner[f]
                 scores = {m: (float(o[0].mean()), float(o[2].mean()))
-                          for m, o in ((m, fn()) for m, fn in candidates(q, qc, budget, gated=gate is not None).items())
-                          if m in outer}
+                          for m, o in ((m, fn()) for m, fn in cands_of(q, qc, budget).items()) if m in outer}
             else:
                 scores = {}
             mode = _rank(scores) if scores else "best_fixed" if "best_fixed" in outer else next(iter(outer))
             chosen.append(mode)
             acc[test], tok[test], fl[test] = (v[test] for v in outer[mode])
-        fixed = _best_fixed_vector(p, _allowed(p, budget, 0))
+        fixed = fixed_of(budget)
         ci = paired_bootstrap(acc, fixed, seed=seed)
         mode = _rank(whole)
-        out[str(budget)] = {
+        out[f"{budget:g}" if isinstance(budget, float) else str(budget)] = {
             "accuracy": float(acc.mean()), "tokens": float(tok.mean()), "flops": float(fl.mean()),
             "ci95": [ci["lo"], ci["hi"]], "diff_vs_best_fixed": ci["mean"], "fold_choices": chosen,
             "best_fixed_accuracy": float(fixed.mean()),
             "mode": mode, "candidates": {m: {"accuracy": a, "flops": fl_} for m, (a, fl_) in whole.items()},
             "by_level": _by_level_summary(wide.levels, (acc, tok, fl), outer[mode], fixed),
-            **_plans_on_all(wide, c, budget),
+            **plans_of(budget),
         }
+    return out
+
+
+#: Compute budgets per problem (tokens, FLOPs) the deployed choice is made at: geometric from the
+#: cheapest strategy to the dearest (by their mean cost), this many points.
+COMPUTE_POINTS = 6
+#: The compute kinds, and the modes open there (the cascades are fitted per N and stay there).
+COMPUTE_KINDS = ("tokens", "flops")
+
+
+def compute_grid(p: _Pair, kind: str, points: int = COMPUTE_POINTS) -> list[float]:
+    """Budgets at which every fold's training side has a strategy that fits (its cheapest), up to the
+    dearest strategy's mean cost, rounded to 3 significant digits (they are keys of the manifest)."""
+    cost = p.tokens if kind == "tokens" else p.flops
+    means = [cost[tr].mean(axis=0) for _, tr, _ in outer_folds(p.fold)]
+    lo, hi = max(m.min() for m in means), max(m.max() for m in means)
+    return sorted({float(f"{b:.3g}") for b in np.geomspace(lo, hi, points)} | {float(f"{hi:.3g}")})
+
+
+def compute_candidates(p: _Pair, budget: float, kind: str) -> dict[str, Callable[[], Outcome]]:
+    """The modes open at a compute budget per problem: the router's argmax among the strategies whose
+    expected cost (the training folds' mean) fits, the best fixed strategy that fits, and per level
+    (levels predicted from the text) the best strategy whose cost on that level's training problems fits."""
+    cost = p.tokens if kind == "tokens" else p.flops
+    idx = np.arange(len(p.fold))
+    known = fold_means(p.fold, cost)
+    tol = budget * (1 + 1e-9)
+    out: dict[str, Callable[[], Outcome]] = {}
+
+    def outcome(picks: np.ndarray) -> Outcome:
+        return p.label[idx, picks], p.tokens[idx, picks], p.flops[idx, picks]
+
+    predicted = ~np.isnan(p.pred).all(axis=0)
+    ok = (known <= tol) & predicted[None, :]
+    if ok.any(axis=1).all():
+        out["router"] = lambda: outcome(_argmax_cheapest(np.where(ok, np.nan_to_num(p.pred, nan=-np.inf), -np.inf),
+                                                         np.where(ok, known, np.inf)))
+    if not all((cost[tr].mean(axis=0) <= tol).any() for _, tr, _ in outer_folds(p.fold)):
+        return out
+
+    def fixed() -> Outcome:
+        picks = np.zeros(len(idx), dtype=int)
+        for _, tr, te in outer_folds(p.fold):
+            picks[te] = _fixed_choice(p.label, cost, tr, cost[tr].mean(axis=0) <= tol)
+        return outcome(picks)
+    out["best_fixed"] = fixed
+    level_pred = p.extra.get("level_pred")
+    if level_pred is not None:
+        def per_level() -> Outcome:
+            picks = np.zeros(len(idx), dtype=int)
+            for _, tr, te in outer_folds(p.fold):
+                everyone = _fixed_choice(p.label, cost, tr, cost[tr].mean(axis=0) <= tol)
+                for lv in np.unique(level_pred[te]):
+                    rows = tr[p.levels[tr] == lv]
+                    fits = cost[rows].mean(axis=0) <= tol if len(rows) else None
+                    s = _fixed_choice(p.label, cost, rows, fits) if fits is not None and fits.any() else everyone
+                    picks[te[level_pred[te] == lv]] = s
+            return outcome(picks)
+        out["per_level"] = per_level
+    return out
+
+
+def _compute_plans(p: _Pair, budget: float, kind: str) -> dict[str, Any]:
+    """What the fixed and per-level modes run online at a compute budget, chosen on every problem."""
+    cost = p.tokens if kind == "tokens" else p.flops
+    idx = np.arange(len(p.fold))
+    tol = budget * (1 + 1e-9)
+    fits = cost.mean(axis=0) <= tol
+    if not fits.any():
+        return {}
+    out: dict[str, Any] = {"strategy": p.strategies[_fixed_choice(p.label, cost, idx, fits)]}
+    levels = sorted(set(map(str, p.levels)))
+    if len(levels) >= 2 and not set(levels) & NO_LEVEL:
+        out["levels"] = {}
+        for lv in levels:
+            rows = idx[p.levels.astype(str) == lv]
+            ok = cost[rows].mean(axis=0) <= tol
+            out["levels"][lv] = p.strategies[_fixed_choice(p.label, cost, rows, ok)] if ok.any() else out["strategy"]
+    return out
+
+
+def compute_summary(pair_report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The deployed default on the compute axis (its FLOPs-budget points, held out and nested): its AIQ
+    beside the per-level rule's on the same FLOPs range (point estimates: no CI), and at the accuracy of
+    the best fixed strategy with the most compute (``curve.best_fixed``), how many times less compute it
+    needs (the cheapest deployed point that reaches it; None where none does)."""
+    from .metrics import hull_area
+
+    pts = (pair_report.get("deployed_compute") or {}).get("flops") or {}
+    curve = pair_report.get("curve") or {}
+    if not pts or not curve.get("per_level_rule"):
+        return None
+    flops = np.array([b["flops"] for b in pts.values()])
+    acc = np.array([b["accuracy"] for b in pts.values()])
+    lv = curve["per_level_rule"]
+    lo, hi = max(flops.min(), min(q["flops"] for q in lv)), min(flops.max(), max(q["flops"] for q in lv))
+    out: dict[str, Any] = {"flops_range": [float(lo), float(hi)]}
+    if hi > lo > 0:
+        out["aiq"] = hull_area(flops, acc, lo=lo, hi=hi)
+        out["per_level_rule_aiq"] = hull_area([q["flops"] for q in lv], [q["accuracy"] for q in lv], lo=lo, hi=hi)
+    best = curve.get("best_fixed")
+    if best:
+        reach = flops[acc >= best["accuracy"] - 1e-12]
+        out["best_fixed"] = best
+        out["compute_multiplier_at_best_fixed_accuracy"] = float(best["flops"] / reach.min()) if len(reach) else None
+    return out
+
+
+def deployed_compute(p: _Pair, *, seed: int = 0, options: _Pair | None = None,
+                     kinds: Sequence[str] = COMPUTE_KINDS) -> dict[str, dict[str, Any]]:
+    """The deployed default per kind of compute budget (tokens, FLOPs per problem): the nested choice
+    among the router's argmax, the best fixed strategy and the per-level rule at each point of
+    :func:`compute_grid`, scored as :func:`deployed_default` scores the budgets N, against the best fixed
+    strategy over ``p``'s catalogue that fits (chosen on the training folds)."""
+    wide = options if options is not None else p
+    inner = {f: (q, None) for f, _, _ in outer_folds(wide.fold) if (q := _inner_pair(wide, f)) is not None}
+    out = {}
+    for kind in kinds:
+        def fixed_of(b: float, kind: str = kind) -> np.ndarray:
+            got = compute_candidates(p, b, kind).get("best_fixed")
+            return got()[0] if got is not None else np.zeros(len(p.fold))
+        out[kind] = _nested(wide, None, inner, compute_grid(p, kind), lambda q, _c, b, kind=kind: compute_candidates(q, b, kind),
+                            fixed_of, lambda b, kind=kind: _compute_plans(wide, b, kind), seed)
     return out
 
 
@@ -210,15 +344,24 @@ def manifest_record(report: dict[str, Any]) -> dict[str, Any]:
     for name, pair in report.get("pairs", {}).items():
         budgets = {}
         for n, b in (pair.get("deployed") or {}).items():
-            budgets[n] = {k: b[k] for k in ("mode", "strategy", "levels") if k in b}
-            budgets[n]["evidence"] = {"held_out_accuracy": b["accuracy"], "flops": b["flops"], "tokens": b["tokens"],
-                                      "ci95_vs_best_fixed": b["ci95"], "best_fixed_accuracy": b["best_fixed_accuracy"],
-                                      "fold_choices": b["fold_choices"], "by_level": b.get("by_level")}
-        if budgets:
-            out[name] = {"format": 1, "kind": "generations", "budgets": budgets,
+            budgets[n] = _record(b)
+        kinds = {kind: {b: _record(r) for b, r in by.items()} for kind, by in (pair.get("deployed_compute") or {}).items()
+                 if by}
+        if budgets or kinds:
+            out[name] = {"format": 1, "kind": "generations", "budgets": budgets, "compute": kinds,
                          "chosen_by": "nested cross-fitting: each fold's mode chosen on its training problems' inner folds"}
     return out
 
 
-__all__ = ["MODES", "candidates", "deployed_default", "manifest_record"]
+def _record(b: Mapping[str, Any]) -> dict[str, Any]:
+    """One budget's entry of ``manifest["deployed"]``: the mode, what it runs, the evidence."""
+    rec = {k: b[k] for k in ("mode", "strategy", "levels") if k in b}
+    rec["evidence"] = {"held_out_accuracy": b["accuracy"], "flops": b["flops"], "tokens": b["tokens"],
+                       "ci95_vs_best_fixed": b["ci95"], "best_fixed_accuracy": b["best_fixed_accuracy"],
+                       "fold_choices": b["fold_choices"], "by_level": b.get("by_level")}
+    return rec
+
+
+__all__ = ["COMPUTE_KINDS", "COMPUTE_POINTS", "MODES", "candidates", "compute_candidates", "compute_grid",
+           "compute_summary", "deployed_compute", "deployed_default", "manifest_record"]
 

@@ -53,7 +53,7 @@ from ..fit.table import fold_lists
 from ..fit.tuning import TrainSettings
 from .allocation import ALLOCATION_POINTS, TARGETS, _allocation, _target_mode  # noqa: F401
 from .cascade import cross_fitted_levels, evaluate_cascade
-from .deploy import deployed_default
+from .deploy import compute_summary, deployed_compute, deployed_default
 from .crossfit import (  # noqa: F401
     CrossFit,
     _folds_like,
@@ -131,6 +131,8 @@ def evaluate_pair(p: _Pair, *, seed: int = 0) -> dict[str, Any]:
                                              options=p.extra.get("cascade_options"))
     report["deployed"] = deployed_default(p, p.extra.get("gate") if "cot" in p.strategies else None, seed=seed,
                                           options=p.extra.get("cascade_options"))
+    report["deployed_compute"] = deployed_compute(p, seed=seed, options=p.extra.get("cascade_options"))
+    report["deployed_compute_summary"] = compute_summary(report)
     return report
 
 

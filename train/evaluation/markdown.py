@@ -29,6 +29,30 @@ def deployed_table(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def deployed_compute_table(report: dict[str, Any]) -> list[str]:
+    """The deployed default at compute budgets (tokens, FLOPs per problem), and its summary on the FLOPs axis."""
+    rows = [(name, kind, b, r) for name, pair in report.get("pairs", {}).items()
+            for kind, by in (pair.get("deployed_compute") or {}).items() for b, r in by.items()]
+    if not rows:
+        return []
+    lines = ["Deployed default at compute budgets per problem (nested choice among router, best fixed and per-level "
+             "rule; the cascades are fitted per N; CI vs the best fixed strategy that fits)", "",
+             "| pair | budget | mode | accuracy | 95% CI vs best fixed | best fixed | tokens | GFLOPs |", "|---|---|---|---|---|---|---|---|"]
+    for name, kind, b, r in rows:
+        unit = f"{float(b):.0f} tokens" if kind == "tokens" else f"{float(b) / 1e9:.0f} GFLOPs"
+        lines.append(f"| {name} | {unit} | {r['mode']} | {r['accuracy']:.3f} | [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] | "
+                     f"{r['best_fixed_accuracy']:.3f} | {r['tokens']:.0f} | {r['flops'] / 1e9:.0f} |")
+    summ = [(n, p["deployed_compute_summary"]) for n, p in report.get("pairs", {}).items() if p.get("deployed_compute_summary")]
+    if summ:
+        lines += ["", "| pair | AIQ, deployed (FLOPs budgets) | AIQ, per-level rule (same range) | × less compute at the "
+                  "accuracy of the dearest best fixed |", "|---|---|---|---|"]
+        for n, sm in summ:
+            mult = sm.get("compute_multiplier_at_best_fixed_accuracy")
+            lines.append(f"| {n} | {_fmt(sm.get('aiq'), '.3f')} | {_fmt(sm.get('per_level_rule_aiq'), '.3f')} | "
+                         f"{'not reached' if mult is None else f'{mult:.2f}×'} |")
+    return lines + [""]
+
+
 def learning_table(curve: dict[str, Any]) -> str:
     """The learning curve (train/evaluation/learning.py) as one table per pair."""
     lines = [f"Deployed default against training problems per outer fold ({curve.get('repeats')} draws per size, "
@@ -205,6 +229,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Not evaluated (fewer than {report.get('min_problems')} complete problems; still in training): "
                   + ", ".join(report["skipped_pairs"])]
     lines += _cascade_markdown(report)
+    if any(p.get("deployed_compute") for p in report.get("pairs", {}).values()):
+        lines += [""] + deployed_compute_table(report)
     if report.get("learning_curve"):
         lines += ["", "### How many sweep problems a pair needs", "", learning_table(report["learning_curve"])]
     for name, pair in pairs.items():
@@ -281,4 +307,4 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["deployed_table", "learning_table", "markdown"]
+__all__ = ["deployed_compute_table", "deployed_table", "learning_table", "markdown"]
