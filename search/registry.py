@@ -73,6 +73,7 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
     if backend == "openai":
         from .engines.openai_policy import OpenAIPolicy, UnknownParameterCount
 
+        kwargs.pop("device", None)  # the server placed its model; a router loading its pair passes one
         base_url, model, options = openai_spec_parts(spec)
         policy = OpenAIPolicy(base_url, model, **{**options, **kwargs})
         try:

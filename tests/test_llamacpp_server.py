@@ -151,3 +151,37 @@ def test_cot_majority_and_best_of_n_run_against_the_server(policy):
             assert d["correct"] in (True, False)
             assert d["compute"]["policy_generated_tokens"] > 0 and d["compute"]["flops"] > 0
             assert len(d["candidates"]) == strategy.n
+
+
+@pytest.mark.slow
+def test_a_small_sweep_then_train_then_solve_all_through_the_server(server, tmp_path):
+    """The whole loop a `vllm serve` user runs, against a server no one here wrote: a sweep whose pair's
+    policy is the server, a router trained on that snapshot, and `ttsopt solve` with that router (its
+    policy spec, the server's, is what it runs)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ttsopt.cli import app
+
+    spec = f"openai:{server}#{MODEL}?num_parameters={PARAMS}&tokenizer=smollm2-135m&max_concurrency=1"
+    config = tmp_path / "server-sweep.yaml"
+    config.write_text(json.dumps({
+        "name": "server-sweep", "problems": "builtin:arith", "problem_options": {"per_level": 2, "seed": 0},
+        "pairs": [{"policy": spec, "prm": "calc"}], "methods": {"cot": {}, "majority": {}},
+        "budgets": [1, 2], "seeds": [0], "n_subsets": 4, "chunk_size": 5,
+        "sampling": {"temperature": 0.7, "max_tokens": 64}}))
+    runner = CliRunner()
+    snap, router = tmp_path / "snap", tmp_path / "router"
+    res = runner.invoke(app, ["sweep", str(config), "--store", str(tmp_path / "store.sqlite3"), "--snapshot", str(snap),
+                              "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--data", str(snap), "--out", str(router), "--trials", "1", "--folds", "2",
+                              "--no-choose-default"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((router / "manifest.json").read_text())
+    assert spec in json.dumps(manifest)  # the router runs the server's policy: its spec is in the artifact
+    res = runner.invoke(app, ["solve", "What is 2 + 3?", "--router", str(router), "--budget", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["compute"]["policy_generated_tokens"] > 0 and out["decision"]["strategy"] is not None

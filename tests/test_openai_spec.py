@@ -209,3 +209,15 @@ def test_a_400_that_is_a_limit_is_not_taken_for_a_missing_feature():
         with pytest.raises(Exception, match="max_n=2"):
             policy.generate(["q"], SamplingParams(n=3))
     assert len(seen) == 1 and not policy.degraded
+
+
+def test_a_router_loading_its_pair_may_pass_a_device_the_server_does_not_need():
+    """Router.load passes device= to every policy it loads; a server placed its own model (this was
+    a TypeError at `ttsopt solve` with a router whose policy is an openai: spec)."""
+    from ttsopt.search.registry import load_policy
+
+    p = load_policy("openai:http://127.0.0.1:9/v1#m?num_parameters=1e6", device="cuda")
+    try:
+        assert p.num_parameters == 1_000_000
+    finally:
+        p.close()
