@@ -66,7 +66,10 @@ def fit_levels(x: np.ndarray, levels: Sequence[Any], columns: Sequence[str], see
     if len(classes) == 1:
         return LevelModel(None, classes, list(columns))
     index = {c: i for i, c in enumerate(classes)}
-    data = lgb.Dataset(np.asarray(x, dtype=float), label=np.array([index[v] for v in y]), free_raw_data=True)
+    # named features: levels.txt then says which input each split reads (and the artifact check can
+    # compare them with the manifest's level_model.columns), not Column_0, Column_1, ...
+    data = lgb.Dataset(np.asarray(x, dtype=float), label=np.array([index[v] for v in y]),
+                       feature_name=[str(c) for c in columns], free_raw_data=True)
     params = {**LEVEL_PARAMS, "num_class": len(classes), "seed": seed}
     return LevelModel(lgb.train(params, data, num_boost_round=LEVEL_ROUNDS), classes, list(columns))
 

@@ -382,3 +382,15 @@ def test_adaptive_labels_from_a_snapshot(tmp_path):
     bon = rows[rows["strategy"].str.startswith("bon_verified")]
     assert (bon["tokens"] > bon["generated_tokens"]).all()  # PRM tokens charged
     assert load_adaptive([snap, snap], grid).shape[0] == 2 * len(rows)
+
+
+def test_a_sweep_config_naming_an_adaptive_method_is_refused_with_what_to_sweep_instead():
+    import pytest
+
+    from ttsopt.train.sweep.config import SweepConfigError, config_from_dict
+
+    for method, instead in (("majority_stop", "majority"), ("bon_verified", "best_of_n")):
+        with pytest.raises(SweepConfigError) as e:
+            config_from_dict({"name": "t", "problems": "builtin:arith", "pairs": ["smollm2-135m+calc"],
+                              "methods": {method: {}}, "budgets": [4]}, source="c.yaml")
+        assert str(e.value).startswith(f"c.yaml: methods.{method}:") and f"sweep `{instead}`" in str(e.value)

@@ -39,8 +39,10 @@ class ContinuationIds:
     def remember(self, prompt: str, completion: str, prompt_ids: Sequence[int], generated: Sequence[int],
                  decode: Callable[[list[int]], str]) -> None:
         """Keep the ids of prompt + completion when they decode to exactly that completion's text
-        (a completion cut inside a token, at a stop string, has no exact ids)."""
-        if not generated or decode(list(generated)) != completion:
+        (a completion cut inside a token, at a stop string, has no exact ids). An empty completion
+        (only an end-of-sequence token, which decodes to nothing) is not kept: its key would be the
+        bare prompt, and the prompt's own lookup would then return the prompt with that token."""
+        if not generated or not completion or decode(list(generated)) != completion:
             return
         key = prompt + completion
         self._ids[key] = (*prompt_ids, *generated)

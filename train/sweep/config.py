@@ -208,6 +208,15 @@ def load_config(path: str | Path) -> SweepConfig:
     return config_from_dict(raw, source=str(path))
 
 
+#: Methods the catalogue knows that a sweep does not run, and why (a config naming one would otherwise
+#: plan no unit for it, silently).
+SWEEP_SKIPS = {
+    "majority_stop": "an adaptive strategy; the sweep does not run it: its labels are estimated from the stored "
+                     "majority/Best-of-N pools (train/fit/adaptive.py), so sweep `majority` at the largest N",
+    "bon_verified": "an adaptive strategy; the sweep does not run it: its labels are estimated from the stored "
+                    "Best-of-N pools (train/fit/adaptive.py), so sweep `best_of_n` at the largest N",
+}
+
 _KEYS = {"name", "problems", "problem_options", "pairs", "methods", "budgets", "seeds", "n_subsets",
          "sampling", "max_depth", "chunk_size", "device", "engine", "order", "tree_seeds", "probe"}
 
@@ -252,6 +261,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> SweepCon
     for method, grid in raw_methods.items():
         if method not in METHODS:
             fail(f"unknown method {method!r}; expected {', '.join(METHODS)}")
+        if method in SWEEP_SKIPS:
+            fail(f"methods.{method}: {SWEEP_SKIPS[method]}")
         grid = dict(grid or {})
         for k, v in grid.items():
             if k not in ("m", "agg", "vote"):
