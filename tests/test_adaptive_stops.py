@@ -40,3 +40,16 @@ def test_explain_and_the_report_read_it_from_the_manifest_within_the_budget():
 def test_without_adaptive_options_there_is_nothing_to_show():
     assert stop_profile(options().drop(columns=["drawn"])) == {}
     assert adaptive_stops({"deployed": {"x": {"budgets": {}}}}) == {} and _stops_html({}) == ""
+
+
+def test_train_and_the_quickstart_record_the_stops_beside_the_deployed_modes():
+    from ttsopt.train.evaluation.training import deployed_record
+
+    report = {"pairs": {"smollm2-135m+calc": {"deployed": {"4": {
+        "mode": "best_fixed", "strategy": "cot", "accuracy": 0.5, "flops": 1.0, "tokens": 1.0, "ci95": [0, 0],
+        "best_fixed_accuracy": 0.5, "fold_choices": ["best_fixed"]}}}}}
+    table = pd.DataFrame({"problem_id": ["a", "b", "c"], "level": [1, 1, 3]})
+    rec = deployed_record(report, table, options())
+    entry = rec["smollm2-135m+calc"]
+    assert entry["budgets"]["4"]["mode"] == "best_fixed"
+    assert entry["adaptive_stops"]["majority_stop:n=8,k=2"]["levels"]["3"]["drawn"] == 8.0

@@ -196,7 +196,7 @@ def _eval_is_current(path: Path, data_hash: str, trials: int) -> bool:
 def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -> QuickstartResult:
     """The whole loop; each stage skipped when its output is already there for the same inputs."""
     from ttsopt.selector.artifact import ArtifactError, load_artifact
-    from .evaluation.deploy import manifest_record
+    from .evaluation.training import deployed_record
     from .evaluation.evaluate import evaluate, markdown
     from .fit.build import train_router
     from .fit.cascade import load_gates
@@ -238,7 +238,7 @@ def run_quickstart(settings: QuickstartSettings, stages: Stages | None = None) -
         atomic_write_text(eval_json, json.dumps(report, indent=1, default=float) + "\n")
     seconds["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()
-    deployed = json.loads(json.dumps(manifest_record(report), default=float))
+    deployed = deployed_record(report, table, rest)
     current = None
     try:
         current = load_artifact(router)
