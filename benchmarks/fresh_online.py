@@ -66,9 +66,9 @@ def main() -> None:
     a = ap.parse_args()
 
     levels = tuple(int(v) for v in a.levels.split(","))
-    problems = arith_problems(a.per_level, seed=a.seed, levels=levels, exclude=frozenset(known_keys(a.exclude)))
     keys = known_keys(a.exclude)
-    fresh = [p for p in problems if question_key(p.question) not in keys]
+    problems = arith_problems(a.per_level, seed=a.seed, levels=levels, exclude=frozenset(keys))
+    fresh = [p for p in problems if question_key(p.question) not in keys]  # a level out of fresh ones repeats
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{a.pair}-n{a.n}"

@@ -16,6 +16,8 @@ def _print_stops(con, stops: dict) -> None:
     """The adaptive options' stopping, per pair: samples drawn on average and why they stopped."""
     from rich.table import Table
 
+    from ttsopt.train.report.explain import stop_reasons
+
     for pair, profile in stops.items():
         levels = sorted({lv for v in profile.values() for lv in v.get("levels", {})})
         t = Table(title=f"{pair}: how the adaptive options stop (offline, over the sweep's sample orders)")
@@ -23,8 +25,7 @@ def _print_stops(con, stops: dict) -> None:
             t.add_column(col, justify="left" if col in ("strategy", "why it stopped") else "right")
         for key, v in profile.items():
             a = v["all"]
-            why = ", ".join(f"{r} {share:.0%}" for r, share in sorted(a["stops"].items(), key=lambda x: -x[1]))
-            t.add_row(key, str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}", why,
+            t.add_row(key, str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}", stop_reasons(a),
                       *[f"{v['levels'][lv]['drawn']:.1f}" if lv in v.get("levels", {}) else "" for lv in levels])
         con.print(t)
 

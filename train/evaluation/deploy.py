@@ -185,10 +185,15 @@ COMPUTE_POINTS = 6
 COMPUTE_KINDS = ("tokens", "flops")
 
 
+def _cost(p: _Pair, kind: str) -> np.ndarray:
+    """The (problems, strategies) matrix a compute budget of ``kind`` caps."""
+    return p.tokens if kind == "tokens" else p.flops
+
+
 def compute_grid(p: _Pair, kind: str, points: int = COMPUTE_POINTS) -> list[float]:
     """Budgets at which every fold's training side has a strategy that fits (its cheapest), up to the
     dearest strategy's mean cost, rounded to 3 significant digits (they are keys of the manifest)."""
-    cost = p.tokens if kind == "tokens" else p.flops
+    cost = _cost(p, kind)
     means = [cost[tr].mean(axis=0) for _, tr, _ in outer_folds(p.fold)]
     lo, hi = max(m.min() for m in means), max(m.max() for m in means)
     return sorted({float(f"{b:.3g}") for b in np.geomspace(lo, hi, points)} | {float(f"{hi:.3g}")})
@@ -198,7 +203,7 @@ def compute_candidates(p: _Pair, budget: float, kind: str) -> dict[str, Callable
     """The modes open at a compute budget per problem: the router's argmax among the strategies whose
     expected cost (the training folds' mean) fits, the best fixed strategy that fits, and per level
     (levels predicted from the text) the best strategy whose cost on that level's training problems fits."""
-    cost = p.tokens if kind == "tokens" else p.flops
+    cost = _cost(p, kind)
     idx = np.arange(len(p.fold))
     known = fold_means(p.fold, cost)
     tol = budget * (1 + 1e-9)
@@ -239,7 +244,7 @@ def compute_candidates(p: _Pair, budget: float, kind: str) -> dict[str, Callable
 
 def _compute_plans(p: _Pair, budget: float, kind: str) -> dict[str, Any]:
     """What the fixed and per-level modes run online at a compute budget, chosen on every problem."""
-    cost = p.tokens if kind == "tokens" else p.flops
+    cost = _cost(p, kind)
     idx = np.arange(len(p.fold))
     tol = budget * (1 + 1e-9)
     fits = cost.mean(axis=0) <= tol

@@ -368,6 +368,11 @@ def explain(router: str | Path | Any, data: Sequence[str | Path] = (), *, table:
     return out
 
 
+def stop_reasons(summary: Mapping[str, Any]) -> str:
+    """``{"stops": {"agree": 0.5, ...}}`` -> ``"agree 50%, budget 50%"``, the commonest first."""
+    return ", ".join(f"{r} {share:.0%}" for r, share in sorted(summary["stops"].items(), key=lambda x: -x[1]))
+
+
 def adaptive_stops(manifest: Mapping[str, Any], pairs: Sequence[str] | None = None,
                    budget: int | None = None) -> dict[str, dict[str, Any]]:
     """How each adaptive option stops, per pair, as ``ttsopt train`` recorded it from the sweep's pools
@@ -384,5 +389,5 @@ def adaptive_stops(manifest: Mapping[str, Any], pairs: Sequence[str] | None = No
     return out
 
 
-__all__ = ["FACTORS", "Candidate", "adaptive_stops", "contributions", "explain", "explain_rows", "factor_of", "gain_importance",
+__all__ = ["FACTORS", "Candidate", "adaptive_stops", "stop_reasons", "contributions", "explain", "explain_rows", "factor_of", "gain_importance",
            "global_importance", "group_sums", "question_rows", "router_decisions"]

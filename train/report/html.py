@@ -206,6 +206,8 @@ figure{margin:18px 0} figure img{max-width:100%;border:1px solid #eee} figcaptio
 
 def _stops_html(stops: dict[str, dict[str, Any]]) -> str:
     """The adaptive options' stopping per pair (``manifest["deployed"][pair]["adaptive_stops"]``)."""
+    from .explain import stop_reasons
+
     if not stops:
         return ""
     parts = ["<h2>How the adaptive strategies stop</h2><p class='meta'>Estimated at training from the sweep's "
@@ -220,8 +222,8 @@ def _stops_html(stops: dict[str, dict[str, Any]]) -> str:
         rows = []
         for key, v in profile.items():
             a = v["all"]
-            why = ", ".join(f"{r} {share:.0%}" for r, share in sorted(a["stops"].items(), key=lambda x: -x[1]))
-            cells = [html.escape(key), str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}", html.escape(why),
+            cells = [html.escape(key), str(v["n"]), f"{a['accuracy']:.3f}", f"{a['drawn']:.1f}",
+                     html.escape(stop_reasons(a)),
                      *[f"{v['levels'][lv]['drawn']:.1f}" if lv in v.get("levels", {}) else "" for lv in levels]]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append(f"<h3>{html.escape(pair)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
